@@ -1,0 +1,41 @@
+# Lookalike — the two commands a user types: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEMO   := build/sample-library
+SAMPLE := resources/samples
+
+.PHONY: run test bench demo venv model-default clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Until the GUI lands: scan the bundled sample library, print its duplicate groups
+# and a find-similar example.
+run: $(STAMP)
+	$(VENV)/bin/lookalike --library $(DEMO) scan $(SAMPLE)
+	$(VENV)/bin/lookalike --library $(DEMO) duplicates --level exact
+	$(VENV)/bin/lookalike --library $(DEMO) duplicates --level near
+	$(VENV)/bin/lookalike --library $(DEMO) duplicates --level similar
+	$(VENV)/bin/lookalike --library $(DEMO) similar $(SAMPLE)/trips/2021-alps/DSC_2519.jpg -k 5
+
+test: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_scan.py
+
+# Rebuild the built-in default bundle and recalibrate its thresholds (needs ../shared/datasets).
+model-default: $(STAMP)
+	$(PY) scripts/build_default_bundle.py
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,186 @@
+"""``lookalike`` command line: scan folders, list duplicates, find similar photos.
+
+    lookalike [--library DIR] scan PATH...
+    lookalike duplicates [--level exact|near|similar] [--json|--csv]
+    lookalike similar IMAGE [-k N]
+    lookalike info
+
+Long work shows a tqdm bar; Ctrl-C stops cleanly and keeps what was done (a second Ctrl-C
+quits at once). Errors are one line on stderr, not a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from engine.errors import LookalikeError
+from engine.keeper import format_bytes
+from engine.library import LEVELS, Library, default_folder
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lookalike", description="Find duplicate and similar photos.")
+    parser.add_argument("--library", type=Path, default=None,
+                        help=f"library folder (default: {default_folder()})")
+    parser.add_argument("--model", default=None, help="model bundle name or folder (default: built-in)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("scan", help="add folders (or files) to the library, or refresh them")
+    p.add_argument("paths", nargs="+", type=Path)
+    p = sub.add_parser("duplicates", help="list groups of duplicate photos")
+    p.add_argument("--level", choices=LEVELS, default="near",
+                   help="exact copies, near-duplicates (edited/re-encoded, default) or similar photos")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--csv", action="store_true")
+    p = sub.add_parser("similar", help="photos most like IMAGE (in the library or not)")
+    p.add_argument("image", type=Path)
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("info", help="library size, model and problems")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+class _Interrupt:
+    """First Ctrl-C asks the work to stop at the next safe point; the second one quits."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        tqdm.write("Stopping after the current batch (Ctrl-C again to quit now)…", file=sys.stderr)
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._old)
+
+
+def cmd_scan(lib: Library, args) -> int:
+    bar = tqdm(total=0, unit="photo", dynamic_ncols=True, file=sys.stderr, disable=None)
+    with _Interrupt() as stop:
+        def progress(done: int, total: int, what: str):
+            if total and bar.total != total:
+                bar.reset(total=total)
+            bar.n = done
+            bar.set_postfix_str(Path(what).name[-30:], refresh=False)
+            bar.refresh()
+            return not stop.requested
+        report = lib.scan(args.paths, progress)
+    bar.close()
+    rate = (report.embedded + report.reused) / report.seconds if report.seconds else 0.0
+    print(f"{'Stopped' if report.cancelled else 'Scanned'}: {report.found} photos found in "
+          f"{report.seconds:.1f} s — {report.embedded} embedded, {report.reused} reused "
+          f"(renamed or copied), {report.unchanged} unchanged, {report.removed} removed "
+          f"({rate:.1f} photos/s processed).")
+    if report.cancelled:
+        print("Work done so far is saved; run the same scan again to finish.")
+    _print_problems(report.problems)
+    return 0
+
+
+def _print_problems(problems) -> None:
+    if problems:
+        print(f"{len(problems)} problem(s):")
+        for p in problems:
+            print(f"  {p.path}: {p.message} [{p.kind}]")
+
+
+def _file_json(member, keep_path: str) -> dict:
+    f = member.file
+    return {"path": f.path, "similarity": member.similarity, "keep": f.path == keep_path,
+            "width": f.width, "height": f.height, "size": f.size, "format": f.format,
+            "capture_time": f.capture_time, "camera": f.camera, "content_hash": f.content_hash}
+
+
+def cmd_duplicates(lib: Library, args) -> int:
+    groups = lib.duplicates(args.level)
+    if args.json:
+        print(json.dumps({"level": args.level, "groups": [
+            {"level": g.level, "files": [_file_json(m, g.keep.path) for m in g.members],
+             "keep": g.keep.path, "reason": g.reason} for g in groups]}, indent=2))
+    elif args.csv:
+        out = csv.writer(sys.stdout)
+        out.writerow(["group", "level", "path", "similarity", "keep", "width", "height", "size", "format", "reason"])
+        for n, g in enumerate(groups, 1):
+            for m in g.members:
+                f = m.file
+                out.writerow([n, g.level, f.path, m.similarity, f.path == g.keep.path, f.width,
+                              f.height, f.size, f.format, g.reason])
+    else:
+        _print_groups(groups, args.level)
+    return 0
+
+
+def _print_groups(groups, level: str) -> None:
+    if not groups:
+        print(f"No {level}-level duplicate groups.")
+        return
+    for n, g in enumerate(groups, 1):
+        print(f"Group {n} · {g.level} · {len(g.members)} photos · keep {Path(g.keep.path).name}: {g.reason}")
+        for m in g.members:
+            f = m.file
+            mark = "KEEP" if f.id == g.keep.id else "    "
+            print(f"  {mark} {m.similarity:6.3f}  {f.path}  ({f.width}×{f.height} {f.format}, {format_bytes(f.size)})")
+    print(f"{len(groups)} group(s), {sum(len(g.members) - 1 for g in groups)} photo(s) could go.")
+
+
+def cmd_similar(lib: Library, args) -> int:
+    matches = lib.similar(args.image, args.k)
+    if args.json:
+        print(json.dumps({"query": str(args.image), "matches": [
+            {"path": m.file.path, "similarity": m.similarity} for m in matches]}, indent=2))
+        return 0
+    print(f"Most similar to {args.image}:")
+    for m in matches:
+        print(f"  {m.similarity:6.3f}  {m.file.path}")
+    return 0
+
+
+def cmd_info(lib: Library, args) -> int:
+    info = lib.info()
+    if args.json:
+        print(json.dumps({"library": str(info.folder), "files": info.files, "distinct_photos":
+                          info.distinct_photos, "model": info.model_id, "embedded": info.embedded,
+                          "problems": [p.__dict__ for p in info.problems]}, indent=2))
+        return 0
+    print(f"Library:  {info.folder}\nModel:    {info.model_id}\nPhotos:   {info.files} files, "
+          f"{info.distinct_photos} distinct\nIndexed:  " + ", ".join(f"{h} {n}" for h, n in info.embedded.items()))
+    _print_problems(info.problems)
+    return 0
+
+
+COMMANDS = {"scan": cmd_scan, "duplicates": cmd_duplicates, "similar": cmd_similar, "info": cmd_info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        with Library(args.library, model=args.model, device=args.device) as lib:
+            return COMMANDS[args.command](lib, args)
+    except LookalikeError as exc:
+        print(f"lookalike: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("lookalike: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

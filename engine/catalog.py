@@ -1,0 +1,370 @@
+"""The library catalog in SQLite: files, embeddings (keyed by content hash, so copies and
+renamed files share one vector), problems and scans. Deletions are found by mark-and-sweep."""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from engine.errors import CatalogError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
+_CHUNK = 500  # ids per IN (...) clause, well under SQLite's variable limit
+_FILE_COLS = "id, path, size, mtime_ns, content_hash, width, height, format, capture_time, camera"
+_UPSERT_COLS = _FILE_COLS.split(", ")[1:] + ["last_seen_scan"]
+_UPSERT = (f"INSERT INTO files ({', '.join(_UPSERT_COLS)})"
+           f" VALUES ({', '.join('?' * len(_UPSERT_COLS))}) ON CONFLICT(path) DO UPDATE SET "
+           + ", ".join(f"{c} = excluded.{c}" for c in _UPSERT_COLS[1:]))
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str
+    width: int | None
+    height: int | None
+    format: str | None
+    capture_time: str | None
+    camera: str | None
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    kind: str
+    message: str
+
+
+def _run_all(conn: sqlite3.Connection, script: str) -> None:
+    # Not executescript(): it would COMMIT the migration's transaction first.
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _to_v1(conn: sqlite3.Connection) -> None:
+    _run_all(conn, """
+        CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+        CREATE TABLE IF NOT EXISTS files (
+            id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL, content_hash TEXT NOT NULL, width INTEGER,
+            height INTEGER, format TEXT, last_seen_scan INTEGER);
+        CREATE TABLE IF NOT EXISTS problems (
+            id INTEGER PRIMARY KEY, path TEXT NOT NULL, kind TEXT NOT NULL,
+            message TEXT NOT NULL, scan_id INTEGER);
+        CREATE TABLE IF NOT EXISTS scans (
+            id INTEGER PRIMARY KEY, started_at TEXT, finished_at TEXT, roots_json TEXT,
+            cancelled INTEGER);
+    """)
+
+
+def _to_v2(conn: sqlite3.Connection) -> None:
+    _run_all(conn, """
+        ALTER TABLE files ADD COLUMN capture_time TEXT;
+        ALTER TABLE files ADD COLUMN camera TEXT;
+        CREATE TABLE embeddings (
+            content_hash TEXT NOT NULL, model_id TEXT NOT NULL, head TEXT NOT NULL,
+            dim INTEGER NOT NULL, vector BLOB NOT NULL,
+            PRIMARY KEY (content_hash, model_id, head));
+        CREATE INDEX IF NOT EXISTS files_content_hash ON files(content_hash);
+        CREATE INDEX IF NOT EXISTS problems_path ON problems(path);
+    """)
+
+
+# _MIGRATIONS[i] takes a database from version i to version i + 1.
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2]
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+
+def _under(roots: list[str]) -> tuple[str, list[str]]:
+    """SQL condition (and its parameters) true when ``path`` is a root or lies below one."""
+    clauses, params = [], []
+    for root in roots:
+        root = os.path.normpath(root)
+        prefix = root if root.endswith(os.sep) else root + os.sep
+        clauses.append("(path = ? OR substr(path, 1, length(?)) = ?)")
+        params += [root, prefix, prefix]
+    return "(" + (" OR ".join(clauses) or "0") + ")", params
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _guarded(method):
+    """Run a public method under the catalog's lock; SQLite errors become CatalogError."""
+    @functools.wraps(method)
+    def wrapper(self: Catalog, *args, **kwargs):
+        with self._lock:
+            try:
+                return method(self, *args, **kwargs)
+            except sqlite3.Error as exc:
+                raise CatalogError(f"{self.path}: {method.__name__} failed: {exc}") from exc
+    return wrapper
+
+
+class Catalog:
+    """One SQLite catalog; safe to share between threads (every call holds one lock)."""
+
+    def __init__(self, db_path: str | Path):
+        self.path = Path(db_path)
+        self._lock = threading.RLock()
+        self._depth = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except CatalogError:
+            self._conn.close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise CatalogError(f"{self.path}: not a usable SQLite catalog ({exc})") from exc
+
+    def _stored_version(self) -> int:
+        if not self._conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+            return 0
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _migrate(self) -> None:
+        version = self._stored_version()
+        if version > SCHEMA_VERSION:
+            raise CatalogError(
+                f"{self.path}: catalog schema version {version} is newer than this program "
+                f"supports (version {SCHEMA_VERSION}); use a newer Lookalike")
+        for step in range(version, SCHEMA_VERSION):
+            log.info("migrating catalog %s from schema %d to %d", self.path, step, step + 1)
+            with self.transaction():
+                _MIGRATIONS[step](self._conn)
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                    (str(step + 1),))
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.get_meta("schema_version") or 0)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Catalog]:
+        """BEGIN ... COMMIT, ROLLBACK on exception. Nested levels are savepoints; only the
+        outermost level commits. Other threads wait until the transaction ends."""
+        with self._lock:
+            depth = self._depth
+            self._conn.execute("BEGIN" if depth == 0 else f"SAVEPOINT level{depth}")
+            self._depth += 1
+            try:
+                yield self
+            except BaseException:
+                self._depth -= 1
+                self._end(depth, ok=False)
+                raise
+            self._depth -= 1
+            self._end(depth, ok=True)
+
+    def _end(self, depth: int, ok: bool) -> None:
+        if depth > 0:
+            if not ok:
+                self._conn.execute(f"ROLLBACK TO level{depth}")
+            self._conn.execute(f"RELEASE level{depth}")
+            return
+        try:
+            self._conn.execute("COMMIT" if ok else "ROLLBACK")
+        except sqlite3.Error as exc:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise CatalogError(f"{self.path}: could not end transaction: {exc}") from exc
+
+    def _write(self, sql: str, params: Iterable = ()) -> sqlite3.Cursor:
+        with self.transaction():
+            return self._conn.execute(sql, tuple(params))
+
+    @_guarded
+    def start_scan(self, roots: list[str]) -> int:
+        return int(self._write("INSERT INTO scans (started_at, roots_json, cancelled)"
+                               " VALUES (?, ?, 0)", (_now(), json.dumps([str(r) for r in roots])))
+                   .lastrowid)
+
+    @_guarded
+    def finish_scan(self, scan_id: int, cancelled: bool) -> None:
+        self._write("UPDATE scans SET finished_at = ?, cancelled = ? WHERE id = ?",
+                    (_now(), int(cancelled), scan_id))
+
+    @_guarded
+    def stat_map(self) -> dict[str, tuple[int, int, int]]:
+        rows = self._conn.execute("SELECT path, id, size, mtime_ns FROM files")
+        return {path: (fid, size, mtime) for path, fid, size, mtime in rows}
+
+    @_guarded
+    def upsert_file(self, path: str, size: int, mtime_ns: int, content_hash: str,
+                    width: int | None, height: int | None, format: str | None,
+                    capture_time: str | None, camera: str | None, scan_id: int) -> int:
+        with self.transaction():
+            self._conn.execute(_UPSERT, (path, size, mtime_ns, content_hash, width, height,
+                                         format, capture_time, camera, scan_id))
+            row = self._conn.execute("SELECT id FROM files WHERE path = ?", (path,)).fetchone()
+            return int(row[0])
+
+    @_guarded
+    def mark_seen(self, file_ids: Iterable[int], scan_id: int) -> None:
+        with self.transaction():
+            self._conn.executemany("UPDATE files SET last_seen_scan = ? WHERE id = ?",
+                                   ((scan_id, fid) for fid in file_ids))
+
+    @_guarded
+    def sweep(self, roots: list[str], scan_id: int) -> list[int]:
+        where, params = _under(roots)
+        with self.transaction():
+            ids = [row[0] for row in self._conn.execute(
+                f"SELECT id FROM files WHERE {where}"
+                " AND (last_seen_scan IS NULL OR last_seen_scan != ?) ORDER BY id",
+                params + [scan_id])]
+            self._conn.executemany("DELETE FROM files WHERE id = ?", ((i,) for i in ids))
+            orphans = self._conn.execute(
+                "DELETE FROM embeddings WHERE content_hash NOT IN"
+                " (SELECT content_hash FROM files)").rowcount
+        log.info("swept %d missing files and %d orphan embeddings", len(ids), orphans)
+        return ids
+
+    def _select_files(self, where: str = "", params: Iterable = ()) -> list[FileRecord]:
+        rows = self._conn.execute(f"SELECT {_FILE_COLS} FROM files {where} ORDER BY id",
+                                  tuple(params))
+        return [FileRecord(*row) for row in rows]
+
+    @_guarded
+    def files(self) -> list[FileRecord]:
+        return self._select_files()
+
+    @_guarded
+    def files_by_ids(self, ids: Iterable[int]) -> dict[int, FileRecord]:
+        ids, found = list(ids), {}
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start:start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found.update((r.id, r) for r in self._select_files(f"WHERE id IN ({marks})", chunk))
+        return found
+
+    @_guarded
+    def file_by_path(self, path: str) -> FileRecord | None:
+        records = self._select_files("WHERE path = ?", (path,))
+        return records[0] if records else None
+
+    @_guarded
+    def files_with_hash(self, content_hash: str) -> list[FileRecord]:
+        return self._select_files("WHERE content_hash = ?", (content_hash,))
+
+    @_guarded
+    def hash_groups(self) -> list[list[FileRecord]]:
+        records = self._select_files(
+            "WHERE content_hash IN (SELECT content_hash FROM files"
+            " GROUP BY content_hash HAVING COUNT(*) > 1)")
+        groups: dict[str, list[FileRecord]] = {}
+        for record in records:  # ordered by id, so groups come out ordered by first id
+            groups.setdefault(record.content_hash, []).append(record)
+        return list(groups.values())
+
+    @_guarded
+    def representatives(self) -> dict[str, int]:
+        rows = self._conn.execute("SELECT content_hash, MIN(id) FROM files GROUP BY content_hash")
+        return {content_hash: fid for content_hash, fid in rows}
+
+    @_guarded
+    def count_files(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM files").fetchone()[0])
+
+    @_guarded
+    def put_embedding(self, content_hash: str, model_id: str, head: str,
+                      vector: np.ndarray) -> None:
+        vec = np.ascontiguousarray(vector, dtype=np.float32)
+        if vec.ndim != 1:
+            raise ValueError(f"embedding must be one-dimensional, got shape {vec.shape}")
+        self._write("INSERT OR REPLACE INTO embeddings (content_hash, model_id, head, dim,"
+                    " vector) VALUES (?, ?, ?, ?, ?)",
+                    (content_hash, model_id, head, vec.size, vec.tobytes()))
+
+    @_guarded
+    def get_embedding(self, content_hash: str, model_id: str, head: str) -> np.ndarray | None:
+        row = self._conn.execute(
+            "SELECT vector FROM embeddings WHERE content_hash = ? AND model_id = ? AND head = ?",
+            (content_hash, model_id, head)).fetchone()
+        return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
+
+    @_guarded
+    def embeddings(self, model_id: str, head: str) -> tuple[list[str], np.ndarray]:
+        rows = self._conn.execute(
+            "SELECT e.content_hash, e.dim, e.vector FROM embeddings e"
+            " WHERE e.model_id = ? AND e.head = ?"
+            " AND EXISTS (SELECT 1 FROM files f WHERE f.content_hash = e.content_hash)"
+            " ORDER BY e.content_hash", (model_id, head)).fetchall()
+        if not rows:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        dims = {dim for _, dim, _ in rows}
+        if len(dims) != 1:
+            raise CatalogError(f"{self.path}: embeddings for model {model_id!r} head {head!r}"
+                               f" have mixed dimensions {sorted(dims)}")
+        matrix = np.frombuffer(b"".join(blob for _, _, blob in rows), dtype=np.float32)
+        return [h for h, _, _ in rows], matrix.reshape(len(rows), dims.pop()).copy()
+
+    @_guarded
+    def hashes_with_embedding(self, model_id: str, heads: Iterable[str]) -> set[str]:
+        heads = sorted(set(heads))
+        if not heads:
+            return set()
+        rows = self._conn.execute(
+            f"SELECT content_hash FROM embeddings WHERE model_id = ?"
+            f" AND head IN ({','.join('?' * len(heads))})"
+            " GROUP BY content_hash HAVING COUNT(DISTINCT head) = ?",
+            (model_id, *heads, len(heads)))
+        return {row[0] for row in rows}
+
+    @_guarded
+    def clear_problems(self, roots: list[str]) -> None:
+        where, params = _under(roots)
+        self._write(f"DELETE FROM problems WHERE {where}", params)
+
+    @_guarded
+    def add_problem(self, path: str, kind: str, message: str, scan_id: int | None) -> None:
+        self._write("INSERT INTO problems (path, kind, message, scan_id) VALUES (?, ?, ?, ?)",
+                    (path, kind, message, scan_id))
+
+    @_guarded
+    def problems(self) -> list[Problem]:
+        rows = self._conn.execute("SELECT path, kind, message FROM problems ORDER BY path, id")
+        return [Problem(*row) for row in rows]
+
+    @_guarded
+    def get_meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    @_guarded
+    def set_meta(self, key: str, value: str) -> None:
+        self._write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))

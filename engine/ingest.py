@@ -1,0 +1,95 @@
+"""The scan pipeline: found files → catalog rows and embeddings, one transaction per batch.
+
+Unchanged files (same size and mtime) are not opened. Changed and new files are read once in
+worker threads (hash, metadata, pixels); pixels are decoded only for content whose embeddings
+the catalog lacks, so a renamed, moved or copied photo reuses its vectors. Each batch of
+results is written in one transaction, so a crash loses at most one batch.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from engine.catalog import Catalog
+from engine.decode import DecodedPhoto, read_photo
+from engine.embedding import Embedder
+from engine.errors import DecodeError
+from engine.parallel import ordered_map
+from engine.progress import ProgressCallback, wants_stop
+from engine.scan import FileEntry
+
+log = logging.getLogger(__name__)
+BATCH = 64
+
+
+@dataclass
+class IngestStats:
+    embedded: int = 0          # photos decoded and run through the model
+    reused: int = 0            # new or changed paths whose content was already embedded
+    failed: int = 0            # files that could not be decoded (recorded as problems)
+    changed_ids: set[int] = field(default_factory=set)
+    cancelled: bool = False
+
+
+class Ingester:
+    def __init__(self, catalog: Catalog, embedder: Embedder, scan_id: int):
+        self.catalog = catalog
+        self.embedder = embedder
+        self.scan_id = scan_id
+        self.known = catalog.hashes_with_embedding(embedder.model_id, embedder.heads)
+        self.stats = IngestStats()
+
+    def run(self, entries: list[FileEntry], progress: ProgressCallback) -> IngestStats:
+        size = self.embedder.input_size
+        known = frozenset(self.known)
+
+        def work(entry: FileEntry) -> DecodedPhoto:
+            return read_photo(entry.path, size, skip_pixels_for=known)
+
+        batch: list[tuple[FileEntry, DecodedPhoto]] = []
+        results = ordered_map(work, entries, self.embedder.workers)
+        try:
+            for done, (entry, photo, error) in enumerate(results, 1):
+                if error is not None:
+                    self._record_failure(entry, error)
+                else:
+                    batch.append((entry, photo))
+                if len(batch) >= BATCH:
+                    self._flush(batch)
+                    batch = []
+                if wants_stop(progress, done, len(entries), entry.path):
+                    self.stats.cancelled = True
+                    break
+        finally:
+            results.close()
+            self._flush(batch)
+        return self.stats
+
+    def _record_failure(self, entry: FileEntry, error: BaseException) -> None:
+        reason = error.reason if isinstance(error, DecodeError) else f"unexpected error ({error!r})"
+        log.info("cannot decode %s: %s", entry.path, reason)
+        self.catalog.add_problem(entry.path, "decode", reason, self.scan_id)
+        self.stats.failed += 1
+
+    def _flush(self, batch: list[tuple[FileEntry, DecodedPhoto]]) -> None:
+        if not batch:
+            return
+        fresh: dict[str, DecodedPhoto] = {}
+        for _, photo in batch:
+            if photo.content_hash not in self.known and photo.image is not None:
+                fresh.setdefault(photo.content_hash, photo)
+        vectors = self.embedder.embed_images([p.image for p in fresh.values()]) if fresh else {}
+        with self.catalog.transaction():
+            for head, matrix in vectors.items():
+                for digest, row in zip(fresh, matrix):
+                    self.catalog.put_embedding(digest, self.embedder.model_id, head, row)
+            for entry, photo in batch:
+                file_id = self.catalog.upsert_file(
+                    entry.path, entry.size, entry.mtime_ns, photo.content_hash, photo.width,
+                    photo.height, photo.format, photo.capture_time, photo.camera, self.scan_id)
+                self.stats.changed_ids.add(file_id)
+        self.known.update(fresh)
+        self.stats.embedded += len(fresh)
+        self.stats.reused += len(batch) - len(fresh)
+        for _, photo in batch:
+            photo.image = None  # free pixels early

@@ -1,0 +1,299 @@
+"""The library facade: scan → diff → embed → index → group. The only module that knows all.
+
+A library is a folder (by default under the per-user data dir) holding ``catalog.sqlite``
+(the source of truth) and ``index/`` (one HNSW index per model head, rebuilt from the catalog
+whenever it is missing or stale).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import platformdirs
+
+from engine.catalog import Catalog, FileRecord, Problem
+from engine.embedding import Embedder
+from engine.errors import LookalikeError
+from engine.grouping import group_neighbours
+from engine.index import VectorIndex
+from engine.ingest import Ingester
+from engine.keeper import Candidate, choose_keeper
+from engine.model_bundle import ModelBundle, load_bundle
+from engine.progress import ProgressCallback, null_progress
+from engine.scan import normalise, scan
+
+log = logging.getLogger(__name__)
+LEVELS = ("exact", "near", "similar")
+_LEVEL_HEAD = {"near": ("copy", "near"), "similar": ("semantic", "similar")}
+NEIGHBOURS = 32
+
+
+@dataclass
+class ScanReport:
+    roots: list[str]
+    found: int = 0
+    unchanged: int = 0
+    embedded: int = 0
+    reused: int = 0
+    removed: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    cancelled: bool = False
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Member:
+    file: FileRecord
+    similarity: float          # cosine similarity to the copy suggested for keeping
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    level: str                 # "exact", "near" or "similar"
+    members: list[Member]
+    keep: FileRecord
+    reason: str
+
+
+@dataclass(frozen=True)
+class Match:
+    file: FileRecord
+    similarity: float
+
+
+@dataclass(frozen=True)
+class LibraryInfo:
+    folder: Path
+    files: int
+    distinct_photos: int
+    model_id: str
+    embedded: dict[str, int]
+    problems: list[Problem]
+
+
+def default_folder() -> Path:
+    return Path(platformdirs.user_data_dir("lookalike", appauthor=False)) / "library"
+
+
+class Library:
+    """Construct once and pass around. ``embedder`` is loaded lazily unless given."""
+
+    def __init__(self, folder: str | Path | None = None, *, model: str | None = None,
+                 device: str = "auto", embedder: Embedder | None = None):
+        self.folder = Path(folder) if folder else default_folder()
+        self.catalog = Catalog(self.folder / "catalog.sqlite")
+        self.bundle: ModelBundle = embedder.bundle if embedder else load_bundle(model, (self.folder / "models",))
+        self._embedder = embedder
+        self._device = device
+        self._indexes: dict[str, VectorIndex] = {}
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> "Library":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def model_id(self) -> str:
+        return self.bundle.model_id
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = Embedder(self.bundle, device=self._device)
+        return self._embedder
+
+    # ---- scanning -------------------------------------------------------------------------
+    def scan(self, roots, progress: ProgressCallback = null_progress) -> ScanReport:
+        """Bring the catalog and indexes up to date with ``roots``; cancel via ``progress``."""
+        started = time.perf_counter()
+        roots = [normalise(r) for r in roots]
+        for root in roots:
+            if not Path(root).exists():
+                raise LookalikeError(f"{root}: no such file or folder")
+        report = ScanReport(roots)
+        scan_id = self.catalog.start_scan(roots)
+        found = scan(roots, lambda d, t, w: progress(d, 0, f"looking in {w}"))
+        report.found, report.cancelled = len(found.files), found.cancelled
+        with self.catalog.transaction():
+            self.catalog.clear_problems(roots)
+            for p in found.problems:
+                self.catalog.add_problem(p.path, p.kind, p.message, scan_id)
+        todo = self._skip_unchanged(found.files, scan_id, report)
+        stats = Ingester(self.catalog, self.embedder, scan_id).run(todo, progress) if todo else None
+        changed = stats.changed_ids if stats else set()
+        if stats:
+            report.embedded, report.reused = stats.embedded, stats.reused
+            report.cancelled |= stats.cancelled
+        if not report.cancelled:
+            report.removed = len(self.catalog.sweep(roots, scan_id))
+        self.catalog.finish_scan(scan_id, report.cancelled)
+        self._sync_indexes(changed)
+        report.problems = [p for p in self.catalog.problems() if _under(p.path, roots)]
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _skip_unchanged(self, entries, scan_id: int, report: ScanReport):
+        known = {f.path: f for f in self.catalog.files()}
+        have = self.catalog.hashes_with_embedding(self.model_id, self.bundle.heads)
+        unchanged, todo = [], []
+        for entry in entries:
+            rec = known.get(entry.path)
+            same = rec is not None and rec.size == entry.size and rec.mtime_ns == entry.mtime_ns
+            if same and rec.content_hash in have:
+                unchanged.append(rec.id)
+            else:
+                todo.append(entry)
+        self.catalog.mark_seen(unchanged, scan_id)
+        report.unchanged = len(unchanged)
+        return todo
+
+    # ---- indexes --------------------------------------------------------------------------
+    def _index_path(self, head: str) -> Path:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.model_id)
+        return self.folder / "index" / f"{safe}-{head}.hnsw"
+
+    def _stamp(self) -> str:
+        return self.catalog.get_meta("content_stamp") or "0"
+
+    def _index(self, head: str) -> VectorIndex:
+        if head in self._indexes:
+            return self._indexes[head]
+        path, key = self._index_path(head), f"index_stamp:{self.model_id}:{head}"
+        index = None
+        if path.exists() and self.catalog.get_meta(key) == self._stamp():
+            try:
+                index = VectorIndex.load(path)
+            except LookalikeError as exc:
+                log.warning("rebuilding index: %s", exc)
+        if index is None:
+            index = self._rebuild(head)
+            self._save(head, index)
+        self._indexes[head] = index
+        return index
+
+    def _wanted(self, head: str) -> tuple[list[int], list[str], np.ndarray]:
+        """Representative file id, content hash and vector of every distinct embedded photo."""
+        reps = self.catalog.representatives()
+        hashes, matrix = self.catalog.embeddings(self.model_id, head)
+        rows = [i for i, h in enumerate(hashes) if h in reps]
+        kept = [hashes[i] for i in rows]
+        vectors = matrix[rows] if rows else np.zeros((0, self.embedder_dim(head)), np.float32)
+        return [reps[h] for h in kept], kept, vectors
+
+    def _rebuild(self, head: str) -> VectorIndex:
+        ids, _, vectors = self._wanted(head)
+        index = VectorIndex(self.embedder_dim(head), model_id=self.model_id, head=head)
+        if ids:
+            index.add(ids, vectors)
+        return index
+
+    def embedder_dim(self, head: str) -> int:
+        return self.bundle.network_config.heads.get(head) or int(self.bundle.card["heads"][head]["dim"])
+
+    def _save(self, head: str, index: VectorIndex) -> None:
+        index.save(self._index_path(head))
+        self.catalog.set_meta(f"index_stamp:{self.model_id}:{head}", self._stamp())
+
+    def _sync_indexes(self, changed: set[int]) -> None:
+        """Make every head's index hold exactly one vector per distinct content."""
+        old_stamp = self._stamp()
+        self.catalog.set_meta("content_stamp", str(int(old_stamp) + 1))
+        for head in self.bundle.heads:
+            key = f"index_stamp:{self.model_id}:{head}"
+            if head not in self._indexes and self.catalog.get_meta(key) == old_stamp:
+                self.catalog.set_meta(key, self._stamp())   # on-disk index was current: update it
+            index = self._index(head)
+            ids, _, vectors = self._wanted(head)
+            want = dict(zip(ids, range(len(ids))))
+            index.remove(index.ids() - want.keys())
+            add = [i for i in ids if i not in index or i in changed]
+            if add:
+                index.add(add, vectors[[want[i] for i in add]])
+            self._save(head, index)
+
+    # ---- queries --------------------------------------------------------------------------
+    def duplicates(self, level: str = "near") -> list[DuplicateGroup]:
+        """Groups at ``level``; near and similar groups include exact copies of members.
+
+        A group whose members all share one content is reported as ``exact``.
+        """
+        if level not in LEVELS:
+            raise LookalikeError(f"unknown level '{level}' (choose from {', '.join(LEVELS)})")
+        exact = self.catalog.hash_groups()
+        if level == "exact":
+            return [self._group(files, None) for files in exact]
+        head, threshold_name = _LEVEL_HEAD[level]
+        ids, hashes, vectors = self._wanted(head)
+        groups: list[list[int]] = []
+        if len(ids) >= 2:
+            nids, nsims = self._index(head).query(vectors, min(NEIGHBOURS, len(ids)))
+            groups = group_neighbours(np.asarray(ids, np.int64), vectors, nids, nsims,
+                                      self.bundle.threshold(head, threshold_name))
+        hash_of = dict(zip(ids, hashes))
+        vec_of = dict(zip(hashes, vectors))
+        files_of: dict[str, list[FileRecord]] = {}
+        for f in self.catalog.files():
+            files_of.setdefault(f.content_hash, []).append(f)
+        out, covered = [], set()
+        for group in groups:
+            group_hashes = [hash_of[i] for i in group]
+            covered.update(group_hashes)
+            out.append(self._group([f for h in group_hashes for f in files_of[h]], vec_of, level))
+        out += [self._group(files, None) for files in exact if files[0].content_hash not in covered]
+        return sorted(out, key=lambda g: g.keep.path)
+
+    @staticmethod
+    def _group(files: list[FileRecord], vec_of: dict | None, level: str = "exact") -> DuplicateGroup:
+        """One group with its keeper; similarities are to the keeper (1.0 for exact copies)."""
+        keep_id, reason = choose_keeper([_candidate(f) for f in files])
+        keep = next(f for f in files if f.id == keep_id)
+        if len({f.content_hash for f in files}) == 1:
+            level = "exact"
+        members = []
+        for f in sorted(files, key=lambda f: (f.id != keep_id, f.path)):
+            same = f.content_hash == keep.content_hash
+            sim = 1.0 if same else float(np.dot(vec_of[f.content_hash], vec_of[keep.content_hash]))
+            members.append(Member(f, round(min(1.0, sim), 4)))
+        return DuplicateGroup(level, members, keep, reason)
+
+    def similar(self, image: str | Path, k: int = 10, head: str = "semantic") -> list[Match]:
+        """The ``k`` photos most like ``image`` (in the library or any file), best first."""
+        path = normalise(image)
+        record = self.catalog.file_by_path(path)
+        vector = self.catalog.get_embedding(record.content_hash, self.model_id, head) if record else None
+        if vector is None:
+            vector = self.embedder.embed_files([path], head=head)[0]
+        index = self._index(head)
+        labels, sims = index.query(vector[None, :], min(k + 1, len(index)))
+        by_id = self.catalog.files_by_ids(int(i) for i in labels[0] if i >= 0)
+        matches = []
+        for label, sim in zip(labels[0], sims[0]):
+            if label < 0:
+                continue
+            for f in self.catalog.files_with_hash(by_id[int(label)].content_hash):
+                if f.path != path:
+                    matches.append(Match(f, round(min(1.0, float(sim)), 4)))
+        return sorted(matches, key=lambda m: (-m.similarity, m.file.path))[:k]
+
+    def info(self) -> LibraryInfo:
+        return LibraryInfo(
+            folder=self.folder, files=self.catalog.count_files(),
+            distinct_photos=len(self.catalog.representatives()), model_id=self.model_id,
+            embedded={h: len(self._wanted(h)[0]) for h in self.bundle.heads},
+            problems=self.catalog.problems())
+
+
+def _under(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def _candidate(f: FileRecord) -> Candidate:
+    return Candidate(id=f.id, path=f.path, width=f.width, height=f.height, size=f.size,
+                     format=f.format, mtime_ns=f.mtime_ns, capture_time=f.capture_time, camera=f.camera)

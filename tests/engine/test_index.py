@@ -1,0 +1,272 @@
+"""VectorIndex against brute force, plus growth, deletion, persistence and concurrency."""
+from __future__ import annotations
+
+import json
+import re
+import threading
+
+import numpy as np
+import pytest
+
+from engine.errors import VectorIndexError
+from engine.index import VectorIndex
+
+DIM = 64
+
+
+def unit_vectors(n: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
+    data = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return data / np.linalg.norm(data, axis=1, keepdims=True)
+
+
+def exact_top_k(data: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    return np.argsort(-(queries @ data.T), axis=1)[:, :k]
+
+
+def build(n: int, seed: int = 0, **kwargs) -> tuple[VectorIndex, np.ndarray]:
+    data = unit_vectors(n, seed=seed)
+    index = VectorIndex(DIM, **kwargs)
+    index.add(np.arange(n), data)
+    return index, data
+
+
+@pytest.fixture(scope="module")
+def big() -> tuple[VectorIndex, np.ndarray]:
+    return build(2000, model_id="test-model", head="copy")
+
+
+def test_recall_and_similarities_match_brute_force(big):
+    index, data = big
+    queries = unit_vectors(200, seed=1)
+    labels, sims = index.query(queries, k=10)
+    truth = exact_top_k(data, queries, 10)
+    recall = np.mean([len(set(row) & set(true)) / 10 for row, true in zip(labels, truth)])
+    assert recall >= 0.95, recall
+    assert labels.dtype == np.int64 and sims.dtype == np.float32
+    exact = np.einsum("nd,nkd->nk", queries, data[labels])
+    np.testing.assert_allclose(sims, exact, atol=1e-4)
+    assert (np.diff(sims, axis=1) <= 1e-6).all()
+    labels, sims = index.query(data[:50], k=1)
+    assert (labels[:, 0] == np.arange(50)).all()
+    np.testing.assert_allclose(sims[:, 0], 1.0, atol=1e-4)
+    np.testing.assert_allclose(index.vectors([3, 7]), data[[3, 7]], atol=1e-5)
+
+
+def test_capacity_grows_past_initial_capacity():
+    index = VectorIndex(DIM, initial_capacity=16)
+    data = unit_vectors(100)
+    for start in range(0, 100, 30):
+        index.add(range(start, min(start + 30, 100)), data[start:start + 30])
+    assert len(index) == 100 and index.capacity >= 100
+    assert index.ids() == set(range(100))
+    labels, _ = index.query(data[99:], k=1)
+    assert labels[0, 0] == 99
+
+
+def test_k_larger_than_count_returns_count_columns_and_empty_index_none():
+    index, data = build(5)
+    labels, sims = index.query(data[:2], k=10)
+    assert labels.shape == sims.shape == (2, 5)
+    assert set(labels[0]) == set(range(5))
+    labels, sims = VectorIndex(DIM).query(unit_vectors(3), k=4)
+    assert labels.shape == sims.shape == (3, 0)
+
+
+def test_remove_readd_and_replace():
+    index, data = build(50)
+    index.remove([0, 1, 2, 999])  # 999 was never added
+    assert len(index) == 47 and 0 not in index and 3 in index
+    labels, _ = index.query(data[:3], k=47)
+    assert not {0, 1, 2} & set(labels.ravel())
+    index.add([1], data[1:2])
+    assert len(index) == 48 and 1 in index
+    labels, sims = index.query(data[1:2], k=1)
+    assert labels[0, 0] == 1 and sims[0, 0] == pytest.approx(1.0, abs=1e-4)
+    new = unit_vectors(1, seed=9)
+    index.add([7], new)  # replace a live id
+    assert len(index) == 48
+    np.testing.assert_allclose(index.vectors([7]), new, atol=1e-5)
+    labels, sims = index.query(new, k=1)
+    assert labels[0, 0] == 7 and sims[0, 0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_new_ids_reuse_deleted_slots_without_losing_items():
+    index, data = build(20, initial_capacity=20)
+    index.remove(range(10))
+    extra = unit_vectors(15, seed=5)
+    index.add(range(100, 115), extra)
+    assert index.ids() == set(range(10, 20)) | set(range(100, 115))
+    np.testing.assert_allclose(index.vectors([100, 114, 10]),
+                               np.vstack([extra[[0, 14]], data[10:11]]), atol=1e-5)
+
+
+def test_heavy_deletion_still_answers_with_live_ids_only():
+    index, data = build(500)
+    index.remove(range(25, 500))  # 95 % deleted
+    live = set(range(25))
+    labels, sims = index.query(unit_vectors(10, seed=3), k=20)
+    assert labels.shape == (10, 20)
+    assert set(labels.ravel()) <= live
+    assert (np.diff(sims, axis=1) <= 1e-6).all()
+    labels, _ = index.query(data[:1], k=100)
+    assert labels.shape == (1, 25) and set(labels[0]) == live
+
+
+def test_unreachable_items_fall_back_to_exact_search():
+    # Churn on a sparse graph leaves items hnswlib cannot reach: the query must still answer.
+    rng = np.random.default_rng(7)
+    index = VectorIndex(16, M=4, ef_construction=10, ef=10, initial_capacity=300)
+    index.add(range(300), unit_vectors(300, 16, seed=8))
+    for round_ in range(1, 11):
+        index.remove(rng.choice(sorted(index.ids()), 250, replace=False).tolist())
+        index.add(range(1000 * round_, 1000 * round_ + 250), unit_vectors(250, 16, seed=round_))
+    live = sorted(index.ids())
+    queries = unit_vectors(5, 16, seed=99)
+    for k in (20, len(live)):
+        labels, sims = index.query(queries, k=k)
+        assert labels.shape == (5, k) and set(labels.ravel()) <= set(live)
+        exact = np.einsum("nd,nkd->nk", queries, index.vectors(labels.ravel()).reshape(5, k, 16))
+        np.testing.assert_allclose(sims, exact, atol=1e-4)
+    assert all(set(row) == set(live) for row in labels)
+    assert (np.diff(sims, axis=1) <= 1e-6).all() and index.ef == 10
+
+
+class _NeedsLargeEf:
+    """Wraps the hnswlib index: knn_query fails, as hnswlib does, until ef reaches 256."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def knn_query(self, data, k):
+        if self.real.ef < 256:
+            raise RuntimeError("Cannot return the results in a contiguous 2D array. "
+                               "Probably ef or M is too small")
+        return self.real.knn_query(data, k=k)
+
+
+def test_query_retries_with_larger_ef_then_restores_it():
+    index, data = build(500)
+    expected_index, _ = build(500, ef=256)
+    index._index = _NeedsLargeEf(index._index)
+    labels, sims = index.query(data[:5], k=10)
+    expected = expected_index.query(data[:5], k=10)
+    np.testing.assert_array_equal(labels, expected[0])
+    np.testing.assert_allclose(sims, expected[1], atol=1e-6)
+    assert index.ef == 64 and index._index.real.ef == 64
+
+
+@pytest.mark.parametrize("bad", [np.zeros((2, DIM + 1)), np.zeros(DIM), np.full((1, DIM), np.nan)])
+def test_bad_shapes_values_and_ids_are_refused(bad):
+    index = VectorIndex(DIM)
+    with pytest.raises(VectorIndexError):
+        index.add(range(len(np.atleast_2d(bad))), bad)
+    with pytest.raises(VectorIndexError):
+        index.query(bad, k=1)
+    with pytest.raises(VectorIndexError, match="3 ids for 2 vectors"):
+        index.add([1, 2, 3], unit_vectors(2))
+
+
+def test_save_load_round_trip(tmp_path):
+    index, _ = build(300, model_id="test-model", head="copy", ef=80)
+    path = tmp_path / "index" / "test-model-copy.hnsw"
+    index.save(path)
+    index.save(path)  # over an existing pair
+    meta = json.loads((tmp_path / "index" / "test-model-copy.hnsw.json").read_text())
+    assert meta["ef"] == 80 and meta["count"] == 300 and meta["dim"] == DIM
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name, path.name + ".json"]
+    loaded = VectorIndex.load(path)
+    assert (loaded.dim, loaded.model_id, loaded.head, loaded.M, loaded.ef) == (
+        DIM, "test-model", "copy", 16, 80)
+    queries = unit_vectors(20, seed=2)
+    for got, expected in zip(loaded.query(queries, k=10), index.query(queries, k=10)):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_failed_save_raises_and_leaves_no_temporaries(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(VectorIndexError, match="cannot save"):
+        build(5)[0].save(tmp_path / "file" / "x.hnsw")
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+def test_load_keeps_deletions(tmp_path):
+    index, data = build(40)
+    index.remove([0, 5, 39])
+    index.save(tmp_path / "a.hnsw")
+    loaded = VectorIndex.load(tmp_path / "a.hnsw")
+    assert loaded.ids() == set(range(40)) - {0, 5, 39}
+    loaded.add([5], data[5:6])
+    assert 5 in loaded and len(loaded) == 38
+
+
+def test_load_missing_files_raise_with_path(tmp_path):
+    path = tmp_path / "none.hnsw"
+    with pytest.raises(VectorIndexError, match="none.hnsw.json"):
+        VectorIndex.load(path)
+    index, _ = build(10)
+    index.save(path)
+    path.unlink()
+    with pytest.raises(VectorIndexError, match=re.escape(str(path))):
+        VectorIndex.load(path)
+
+
+def _edit_side(key, value):
+    return ".json", lambda text: json.dumps({**json.loads(text), key: value})
+
+
+@pytest.mark.parametrize("suffix, edit", [
+    (".json", lambda text: text[: len(text) // 2]),
+    _edit_side("dim", DIM * 2),
+    _edit_side("space", "l2"),
+    _edit_side("count", 10),  # the deleted item counted as live
+    ("", lambda text: text[:40]),
+], ids=["corrupt-json", "dim-mismatch", "wrong-space", "count-mismatch", "truncated-index"])
+def test_load_inconsistent_files_raise_with_path(tmp_path, suffix, edit):
+    path = tmp_path / "m-h.hnsw"
+    index, _ = build(10)
+    index.remove([3])
+    index.save(path)
+    target = tmp_path / f"m-h.hnsw{suffix}"
+    target.write_bytes(edit(target.read_bytes().decode("latin-1")).encode("latin-1"))
+    with pytest.raises(VectorIndexError, match=re.escape(str(path))):
+        VectorIndex.load(path)
+
+
+def test_concurrent_readers_and_writer():
+    index, _ = build(300, seed=4, initial_capacity=300)  # the writer must resize
+    extra = unit_vectors(400, seed=6)
+    errors: list[BaseException] = []
+    writer_done = threading.Event()
+
+    def reader(seed: int) -> None:
+        queries = unit_vectors(8, seed=seed)
+        while not writer_done.is_set():
+            labels, sims = index.query(queries, k=10)
+            assert labels.shape == sims.shape == (8, 10)
+
+    def writer() -> None:
+        for start in range(0, 400, 20):
+            index.add(range(1000 + start, 1020 + start), extra[start:start + 20])
+            index.remove([start // 20])
+        writer_done.wait(0.3)  # let the readers run a little longer
+        writer_done.set()
+
+    def recording(target, *args):
+        try:
+            target(*args)
+        except BaseException as exc:  # noqa: BLE001 - reported to the main thread
+            errors.append(exc)
+            writer_done.set()
+
+    threads = [threading.Thread(target=recording, args=(reader, seed)) for seed in range(4)]
+    threads.append(threading.Thread(target=recording, args=(writer,)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert len(index) == 300 + 400 - 20
+    assert index.ids() == set(range(20, 300)) | set(range(1000, 1400))

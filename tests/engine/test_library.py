@@ -1,0 +1,129 @@
+"""Incremental scanning: unchanged files are skipped, renames reuse vectors, deletions leave."""
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import ImageOps
+
+from engine.errors import LookalikeError
+from engine.library import Library
+from imagegen import photo, save_jpeg
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    for seed in range(4):
+        save_jpeg(photo(seed), folder / f"p{seed}.jpg")
+    return folder
+
+
+@pytest.fixture
+def lib(tmp_path, embedder):
+    with Library(tmp_path / "lib", embedder=embedder) as library:
+        yield library
+
+
+def test_first_scan_embeds_everything_and_rescan_nothing(lib, photos):
+    first = lib.scan([photos])
+    assert (first.found, first.embedded, first.unchanged) == (4, 4, 0)
+    again = lib.scan([photos])
+    assert (again.found, again.embedded, again.reused, again.unchanged, again.removed) == (4, 0, 0, 4, 0)
+    assert lib.info().embedded == {"copy": 4, "semantic": 4}
+
+
+def test_modified_file_is_re_embedded_and_keeps_its_id(lib, photos):
+    lib.scan([photos])
+    before = lib.catalog.file_by_path(str(photos / "p1.jpg"))
+    save_jpeg(photo(99), photos / "p1.jpg")
+    os.utime(photos / "p1.jpg", ns=(before.mtime_ns + 10**9, before.mtime_ns + 10**9))
+    report = lib.scan([photos])
+    after = lib.catalog.file_by_path(str(photos / "p1.jpg"))
+    assert (report.embedded, report.unchanged) == (1, 3)
+    assert after.id == before.id and after.content_hash != before.content_hash
+    # the index now holds the new content: the file finds itself at similarity 1
+    vec = lib.catalog.get_embedding(after.content_hash, lib.model_id, "semantic")
+    labels, sims = lib._index("semantic").query(vec[None], 1)
+    assert labels[0, 0] == after.id and sims[0, 0] > 0.999
+
+
+def test_renamed_file_reuses_its_embedding(lib, photos):
+    lib.scan([photos])
+    old = lib.catalog.file_by_path(str(photos / "p2.jpg"))
+    (photos / "moved").mkdir()
+    shutil.move(photos / "p2.jpg", photos / "moved" / "renamed.jpg")
+    report = lib.scan([photos])
+    assert (report.embedded, report.reused, report.removed) == (0, 1, 1)
+    new = lib.catalog.file_by_path(str(photos / "moved" / "renamed.jpg"))
+    assert new.content_hash == old.content_hash
+    assert lib.catalog.file_by_path(str(photos / "p2.jpg")) is None
+    assert len(lib._index("copy")) == 4
+
+
+def test_deleted_file_leaves_catalog_and_index(lib, photos):
+    lib.scan([photos])
+    gone = lib.catalog.file_by_path(str(photos / "p3.jpg"))
+    (photos / "p3.jpg").unlink()
+    report = lib.scan([photos])
+    assert report.removed == 1
+    assert lib.catalog.file_by_path(str(photos / "p3.jpg")) is None
+    for head in ("copy", "semantic"):
+        assert gone.id not in lib._index(head) and len(lib._index(head)) == 3
+    assert all(m.file.path != gone.path for m in lib.similar(photos / "p0.jpg", k=10))
+
+
+def test_exact_copies_share_one_index_entry(lib, photos):
+    shutil.copy(photos / "p0.jpg", photos / "copy of p0.jpg")
+    report = lib.scan([photos])
+    assert (report.embedded, report.reused) == (4, 1)
+    assert len(lib._index("copy")) == 4
+    [group] = lib.duplicates("exact")
+    assert sorted(m.file.path for m in group.members) == sorted(
+        [str(photos / "p0.jpg"), str(photos / "copy of p0.jpg")])
+
+
+def test_missing_or_stale_index_is_rebuilt_from_catalog(tmp_path, photos, embedder):
+    with Library(tmp_path / "lib", embedder=embedder) as lib:
+        lib.scan([photos])
+        path = lib._index_path("copy")
+    path.unlink()
+    with Library(tmp_path / "lib", embedder=embedder) as lib:
+        assert len(lib._index("copy")) == 4 and path.exists()
+        lib.catalog.set_meta("content_stamp", "12345")   # as if another process changed it
+    with Library(tmp_path / "lib", embedder=embedder) as lib:
+        assert len(lib._index("semantic")) == 4
+
+
+def test_cancelled_scan_keeps_work_and_removes_nothing(lib, photos):
+    lib.scan([photos])
+    for seed in range(10, 14):
+        save_jpeg(photo(seed), photos / "new" / f"n{seed}.jpg")
+    (photos / "p0.jpg").unlink()
+    calls = []
+
+    def stop_after_first(done, total, what):
+        calls.append(done)
+        return not (total and done >= 1)
+
+    report = lib.scan([photos], stop_after_first)
+    assert report.cancelled and report.removed == 0
+    assert lib.catalog.file_by_path(str(photos / "p0.jpg")) is not None  # not swept when cancelled
+    assert 1 <= report.embedded < 4
+    finish = lib.scan([photos])
+    assert not finish.cancelled and finish.embedded == 4 - report.embedded and finish.removed == 1
+
+
+def test_find_similar_for_outside_image(lib, photos, tmp_path):
+    lib.scan([photos])
+    outside = save_jpeg(ImageOps.mirror(photo(2)), tmp_path / "outside.jpg")
+    matches = lib.similar(outside, k=3)
+    assert len(matches) == 3
+    assert matches[0].file.path == str(photos / "p2.jpg")
+    assert matches[0].similarity > matches[1].similarity
+    assert np.all(np.diff([m.similarity for m in matches]) <= 0)
+
+
+def test_scan_of_missing_folder_is_a_clear_error(lib, tmp_path):
+    with pytest.raises(LookalikeError, match="no such file or folder"):
+        lib.scan([tmp_path / "nope"])
