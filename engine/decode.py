@@ -28,7 +28,7 @@ try:  # HEIC/HEIF; AVIF is built into Pillow ≥ 11.2
 except ImportError:  # pragma: no cover - pillow-heif is a hard dependency
     pillow_heif = None
 
-MAX_PIXELS = 200_000_000          # 200 MP: larger than any camera, smaller than a bomb
+MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS  # ~179 MP, Pillow's own hard bomb limit: above any camera
 _EXIF_DATETIME_ORIGINAL = 0x9003
 _EXIF_IFD = 0x8769
 
@@ -74,8 +74,11 @@ def read_photo(path: str | Path, size: int | None, *, max_pixels: int = MAX_PIXE
     if digest in skip_pixels_for:
         size = None
     with _open(path, data, max_pixels) as img:
-        width, height = _oriented_size(img)
-        capture_time, camera = _exif_fields(img)
+        try:  # PNG's getexif() decodes the whole image to look for a trailing eXIf chunk
+            width, height = _oriented_size(img)
+            capture_time, camera = _exif_fields(img)
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise DecodeError(path, f"cannot read metadata, the file may be truncated ({exc})") from exc
         fmt = img.format or "UNKNOWN"
         image = _pixels(path, img, size) if size is not None else None
     return DecodedPhoto(path, len(data), digest, width, height, fmt,
@@ -85,11 +88,14 @@ def read_photo(path: str | Path, size: int | None, *, max_pixels: int = MAX_PIXE
 def _open(path: str, data: bytes, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow warns above ~89 MP (Image.MAX_IMAGE_PIXELS); ``max_pixels`` below is the
+            # limit here, so a 100 MP camera photo is not refused. Pillow's own hard error
+            # (above twice its limit, ~179 MP) still applies.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
         raise DecodeError(path, "not an image Lookalike can read (unknown format)") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise DecodeError(path, f"image too large to decode safely ({exc})") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise DecodeError(path, f"corrupt image header ({exc})") from exc

@@ -70,10 +70,12 @@ class ModelBundle:
         except (OSError, SafetensorError) as exc:
             raise ModelBundleError(self.path / WEIGHTS, f"cannot read weights ({exc})") from exc
         state = {k: v.float() for k, v in state.items()}
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ModelBundleError(self.path / WEIGHTS, f"weights do not fit the card's architecture "
-                                   f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+            raise ModelBundleError(self.path / WEIGHTS,
+                                   f"weights do not fit the card's architecture ({first})") from exc
         return net.eval()
 
 
