@@ -47,7 +47,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("info", help="library size, model and problems")
     p.add_argument("--json", action="store_true")
+    _add_training_commands(sub)
     return parser
+
+
+def _add_training_commands(sub) -> None:
+    p = sub.add_parser("train", help="fine-tune a model on a labeled folder (one subfolder per label)")
+    p.add_argument("data", type=Path, help="labeled folder, or a Caltech-101 folder (uses its train classes)")
+    p.add_argument("--recipe", choices=("finetune", "copy-detection", "both"), default="finetune")
+    p.add_argument("--loss", default="npair+angular",
+                   choices=("npair+angular", "angular", "angular-npair", "npair", "triplet", "contrastive"))
+    p.add_argument("--alpha", type=float, default=45.0, help="angular loss α in degrees (paper: 36–55)")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--steps-per-epoch", type=int, default=None)
+    p.add_argument("--dim", type=int, default=256, help="embedding size of the trained heads")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--n-classes", type=int, default=16, help="N of the N-pair batch")
+    p.add_argument("--copy-batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--trunk", choices=("all", "partial", "frozen"), default="partial")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--config", type=Path, help="a JSON recipe file (TrainConfig fields); flags given override it")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--out", default="lookalike-custom", help="name of the exported bundle")
+    p = sub.add_parser("eval", help="retrieval metrics of a model on a Caltech-101-style folder")
+    p.add_argument("dataset", type=Path)
+    p.add_argument("--split", default="test")
+    p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--distractors", type=int, default=1000)
+    p.add_argument("--json", action="store_true")
 
 
 class _Interrupt:
@@ -71,8 +100,8 @@ class _Interrupt:
 
 
 def cmd_scan(lib: Library, args) -> int:
-    bar = tqdm(total=0, unit="photo", dynamic_ncols=True, file=sys.stderr, disable=None)
-    with _Interrupt() as stop:
+    with tqdm(total=0, unit="photo", dynamic_ncols=True, file=sys.stderr, disable=None) as bar, \
+            _Interrupt() as stop:
         def progress(done: int, total: int, what: str):
             if total and bar.total != total:
                 bar.reset(total=total)
@@ -81,7 +110,6 @@ def cmd_scan(lib: Library, args) -> int:
             bar.refresh()
             return not stop.requested
         report = lib.scan(args.paths, progress)
-    bar.close()
     rate = (report.embedded + report.reused) / report.seconds if report.seconds else 0.0
     print(f"{'Stopped' if report.cancelled else 'Scanned'}: {report.found} photos found in "
           f"{report.seconds:.1f} s — {report.embedded} embedded, {report.reused} reused "
@@ -172,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.command in ("train", "eval"):
+            from desktop_app import train_cli
+            return train_cli.COMMANDS[args.command](args)
         with Library(args.library, model=args.model, device=args.device) as lib:
             return COMMANDS[args.command](lib, args)
     except LookalikeError as exc:
