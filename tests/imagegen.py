@@ -58,3 +58,29 @@ def crop(img: Image.Image, frac: float = 0.85) -> Image.Image:
 
 def resize(img: Image.Image, scale: float = 0.6) -> Image.Image:
     return img.resize((int(img.width * scale), int(img.height * scale)), Image.Resampling.LANCZOS)
+
+
+def class_photo(label: int, index: int, size: tuple[int, int] = (128, 96)) -> Image.Image:
+    """A photo of class ``label``: a random scene overlaid with the class's stripe pattern.
+
+    The scene differs for every image, so a network must learn to look at the stripes
+    (angle, spacing, colour) to tell classes apart.
+    """
+    rng = random.Random(label * 7919 + 17)
+    w, h = size
+    scene = photo(10_000 + label * 1000 + index, size)
+    stripes = Image.new("RGB", size, tuple(rng.randint(0, 255) for _ in range(3)))
+    draw = ImageDraw.Draw(stripes)
+    colour = tuple(rng.randint(0, 255) for _ in range(3))
+    spacing, width = rng.randint(8, 20), rng.randint(2, 5)
+    for x in range(-h, w + h, spacing):
+        draw.line((x, 0, x + h * rng.choice((-1, 1)) * 0, h), fill=colour, width=width)
+    stripes = stripes.rotate(rng.uniform(0, 180), expand=False)
+    return Image.blend(scene, stripes, 0.3)
+
+
+def labeled_folder(root: Path, classes: int, per_class: int, size: tuple[int, int] = (128, 96)) -> Path:
+    for label in range(classes):
+        for index in range(per_class):
+            save_jpeg(class_photo(label, index, size), root / f"class_{label:02d}" / f"{index}.jpg")
+    return root

@@ -62,16 +62,22 @@ def threshold_at_precision(pos: np.ndarray, neg: np.ndarray, precision: float) -
 
 def calibrate_bundle(bundle: ModelBundle, dataset: Path, images: int = 300, seed: int = 0,
                      device: str = "auto") -> dict:
-    embedder = Embedder(bundle, device=device)
+    """Thresholds for ``bundle`` from ``images`` originals of the Caltech-101 train classes."""
     picked = sample_images(dataset, "train", images, seed)
     originals = [read_photo(p, 2 * bundle.input_size).image for p, _ in picked]
-    classes = np.array([c for _, c in picked])
+    report = calibrate_images(Embedder(bundle, device=device), originals, [c for _, c in picked], seed)
+    report["dataset"] = "caltech101 train classes"
+    return report
+
+
+def calibrate_images(embedder: Embedder, originals: list, classes: list, seed: int = 0) -> dict:
+    """Thresholds for every head of ``embedder`` from photos and their class names."""
+    classes = np.array(classes)
     families = sorted(FAMILIES)
     copies = [make_copy(img, fam, seed * 100_003 + i * 31 + j)
               for i, img in enumerate(originals) for j, fam in enumerate(families)]
-    report: dict = {"dataset": "caltech101 train classes", "originals": len(originals),
-                    "families": families, "thresholds": {}}
-    for head in bundle.heads:
+    report: dict = {"originals": len(originals), "families": families, "thresholds": {}}
+    for head in embedder.heads:
         orig = embedder.embed_images(originals, (head,))[head]
         sims = orig @ orig.T
         upper = np.triu_indices(len(orig), k=1)

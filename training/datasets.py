@@ -247,20 +247,33 @@ def _shorter_side_to(image: Image.Image, size: int) -> Image.Image:
 
 
 class PairViewsDataset(Dataset):
-    """Supervised: item i is ``(transform(photo i), label i)``; batch it with a sampler."""
+    """Supervised: item i is ``(transform(photo i), label i)``; batch it with a sampler.
+
+    Like ``CopyViewsDataset``, item i at epoch e always gets the same augmentation (its
+    random stream is seeded from ``(seed, e, i)``), so a resumed run repeats a straight one.
+    """
 
     def __init__(self, cache: ImageCache, labels: Sequence[int],
-                 transform: Callable[[Image.Image], torch.Tensor]):
+                 transform: Callable[..., torch.Tensor], seed: int = 0):
         if len(labels) != len(cache):
             raise ValueError(f"{len(labels)} labels for {len(cache)} photos")
-        self.cache, self.transform = cache, transform
+        self.cache, self.transform, self.seed, self.epoch = cache, transform, seed, 0
         self.labels = [int(label) for label in labels]
+        self.takes_rng = bool(getattr(transform, "takes_rng", False))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.cache)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(self.cache.get(i)), self.labels[i]
+        seed = derive_seed("pair-views", self.seed, self.epoch, i)
+        image = self.cache.get(i)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            x = self.transform(image, random.Random(seed)) if self.takes_rng else self.transform(image)
+        return x, self.labels[i]
 
 
 class CopyViewsDataset(Dataset):

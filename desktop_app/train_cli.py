@@ -1,0 +1,79 @@
+"""``lookalike train`` and ``lookalike eval``: the training module from the command line."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from tqdm import tqdm
+
+from engine.embedding import Embedder
+from engine.library import default_folder
+from training.config import TrainConfig
+from training.evaluate import EvalConfig, evaluate_embedder, format_table
+
+_FLAG_FIELDS = {"recipe": "recipe", "loss": "loss", "alpha": "alpha_deg", "epochs": "epochs",
+                "steps_per_epoch": "steps_per_epoch", "image_size": "image_size", "n_classes": "n_classes",
+                "copy_batch": "copy_batch", "lr": "lr", "workers": "workers", "seed": "seed",
+                "device": "device"}
+
+
+def _config_from_args(args, models_dir: Path) -> TrainConfig:
+    base = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    explicit = {field: getattr(args, flag) for flag, field in _FLAG_FIELDS.items()
+                if getattr(args, flag) is not None and (not args.config or flag in _given_flags())}
+    heads = {"copy": args.dim, "semantic": args.dim}
+    model = replace(base.model, heads=heads, trunk_policy=args.trunk, start_from=None)
+    return replace(base, **explicit, data=str(args.data), model=model, name=args.out,
+                   out=str(models_dir.parent / "runs" / args.out))
+
+
+def _given_flags() -> set[str]:
+    return {a.lstrip("-").split("=")[0].replace("-", "_") for a in sys.argv[1:] if a.startswith("--")}
+
+
+def _bar_progress(bar: tqdm):
+    def progress(done: int, total: int, what: str):
+        if total and bar.total != total:
+            bar.reset(total=total)
+        bar.n = done
+        bar.set_postfix_str(what, refresh=False)
+        bar.refresh()
+        return True
+    return progress
+
+
+def cmd_train(args) -> int:
+    from training.loop import train
+
+    library = args.library or default_folder()
+    models_dir = Path(library) / "models"
+    config = _config_from_args(args, models_dir)
+    with tqdm(total=0, unit="step", file=sys.stderr, disable=None) as bar:
+        result = train(config, _bar_progress(bar), resume=args.resume, export_to=models_dir / args.out)
+    print(f"{'epoch':>5} {'loss':>8}  " + "  ".join(k for k in result.history[0] if "/" in k or k == "score"))
+    for row in result.history:
+        loss = f"{row['train_loss']:.4f}" if row["train_loss"] is not None else "-"
+        print(f"{row['epoch']:>5} {loss:>8}  " + "  ".join(
+            f"{v:.4f}".rjust(len(k)) for k, v in row.items() if "/" in k or k == "score"))
+    if result.cancelled:
+        print("Stopped; run again with --resume to continue.")
+    elif result.bundle:
+        print(f"Best epoch {result.best['epoch']} exported to {result.bundle}; "
+              f"use it with: lookalike --model {args.out} scan ...")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    library = args.library or default_folder()
+    embedder = Embedder.load(args.model, device=args.device, search_dirs=(Path(library) / "models",))
+    config = EvalConfig(dataset=args.dataset, split=args.split, queries=args.queries,
+                        distractors=args.distractors)
+    with tqdm(total=0, unit="img", file=sys.stderr, disable=None) as bar:
+        results = evaluate_embedder(embedder, config, _bar_progress(bar))
+    print(json.dumps(results, indent=2, default=str) if args.json else format_table(results))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval}
