@@ -52,23 +52,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_training_commands(sub) -> None:
-    p = sub.add_parser("train", help="fine-tune a model on a labeled folder (one subfolder per label)")
+    p = sub.add_parser("train", help="fine-tune a model on a labeled folder (one subfolder per label)",
+                       description="Flags left out keep the value of --config, or the default shown.",
+                       argument_default=None)
     p.add_argument("data", type=Path, help="labeled folder, or a Caltech-101 folder (uses its train classes)")
-    p.add_argument("--recipe", choices=("finetune", "copy-detection", "both"), default="finetune")
-    p.add_argument("--loss", default="npair+angular",
-                   choices=("npair+angular", "angular", "angular-npair", "npair", "triplet", "contrastive"))
-    p.add_argument("--alpha", type=float, default=45.0, help="angular loss α in degrees (paper: 36–55)")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--steps-per-epoch", type=int, default=None)
-    p.add_argument("--dim", type=int, default=256, help="embedding size of the trained heads")
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--n-classes", type=int, default=16, help="N of the N-pair batch")
-    p.add_argument("--copy-batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--trunk", choices=("all", "partial", "frozen"), default="partial")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--config", type=Path, help="a JSON recipe file (TrainConfig fields); flags given override it")
+    p.add_argument("--recipe", choices=("finetune", "copy-detection", "both"), help="default: finetune")
+    p.add_argument("--loss", choices=("npair+angular", "angular", "angular-npair", "npair", "triplet",
+                                      "contrastive"), help="default: npair+angular")
+    p.add_argument("--alpha", type=float, help="angular loss α in degrees (default 45; paper: 36–55)")
+    p.add_argument("--epochs", type=int, help="default 5")
+    p.add_argument("--steps-per-epoch", type=int)
+    p.add_argument("--dim", type=int, help="embedding size of the trained heads (default 256)")
+    p.add_argument("--image-size", type=int, help="default 224")
+    p.add_argument("--n-classes", type=int, help="N of the N-pair batch (default 16)")
+    p.add_argument("--copy-batch", type=int, help="photos per copy-detection batch (default 32)")
+    p.add_argument("--lr", type=float, help="default 1e-3 (trunk: 0.1×)")
+    p.add_argument("--trunk", choices=("all", "partial", "frozen"), help="default: partial")
+    p.add_argument("--workers", type=int, help="data loader processes (default 2)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--config", type=Path, help="a JSON recipe file with TrainConfig fields")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.add_argument("--out", default="lookalike-custom", help="name of the exported bundle")
     p = sub.add_parser("eval", help="retrieval metrics of a model on a Caltech-101-style folder")

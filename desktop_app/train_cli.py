@@ -15,22 +15,20 @@ from training.evaluate import EvalConfig, evaluate_embedder, format_table
 
 _FLAG_FIELDS = {"recipe": "recipe", "loss": "loss", "alpha": "alpha_deg", "epochs": "epochs",
                 "steps_per_epoch": "steps_per_epoch", "image_size": "image_size", "n_classes": "n_classes",
-                "copy_batch": "copy_batch", "lr": "lr", "workers": "workers", "seed": "seed",
-                "device": "device"}
+                "copy_batch": "copy_batch", "lr": "lr", "workers": "workers", "seed": "seed"}
 
 
-def _config_from_args(args, models_dir: Path) -> TrainConfig:
+def config_from_args(args, library: Path) -> TrainConfig:
+    """The recipe file (or the defaults), with every flag the user gave laid over it."""
     base = TrainConfig.from_file(args.config) if args.config else TrainConfig()
-    explicit = {field: getattr(args, flag) for flag, field in _FLAG_FIELDS.items()
-                if getattr(args, flag) is not None and (not args.config or flag in _given_flags())}
-    heads = {"copy": args.dim, "semantic": args.dim}
-    model = replace(base.model, heads=heads, trunk_policy=args.trunk, start_from=None)
-    return replace(base, **explicit, data=str(args.data), model=model, name=args.out,
-                   out=str(models_dir.parent / "runs" / args.out))
-
-
-def _given_flags() -> set[str]:
-    return {a.lstrip("-").split("=")[0].replace("-", "_") for a in sys.argv[1:] if a.startswith("--")}
+    given = {field: getattr(args, flag) for flag, field in _FLAG_FIELDS.items() if getattr(args, flag) is not None}
+    model = base.model
+    if args.dim is not None:
+        model = replace(model, heads={"copy": args.dim, "semantic": args.dim})
+    if args.trunk is not None:
+        model = replace(model, trunk_policy=args.trunk)
+    return replace(base, **given, data=str(args.data), model=model, device=args.device, name=args.out,
+                   out=str(library / "runs" / args.out))
 
 
 def _bar_progress(bar: tqdm):
@@ -47,9 +45,9 @@ def _bar_progress(bar: tqdm):
 def cmd_train(args) -> int:
     from training.loop import train
 
-    library = args.library or default_folder()
-    models_dir = Path(library) / "models"
-    config = _config_from_args(args, models_dir)
+    library = Path(args.library or default_folder())
+    models_dir = library / "models"
+    config = config_from_args(args, library)
     with tqdm(total=0, unit="step", file=sys.stderr, disable=None) as bar:
         result = train(config, _bar_progress(bar), resume=args.resume, export_to=models_dir / args.out)
     print(f"{'epoch':>5} {'loss':>8}  " + "  ".join(k for k in result.history[0] if "/" in k or k == "score"))
