@@ -20,7 +20,7 @@ from engine.errors import CatalogError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _CHUNK = 500  # ids per IN (...) clause, well under SQLite's variable limit
 _FILE_COLS = "id, path, size, mtime_ns, content_hash, width, height, format, capture_time, camera"
 _UPSERT_COLS = _FILE_COLS.split(", ")[1:] + ["last_seen_scan"]
@@ -86,8 +86,17 @@ def _to_v2(conn: sqlite3.Connection) -> None:
     """)
 
 
+def _to_v3(conn: sqlite3.Connection) -> None:
+    """Review decisions: pairs of contents a person said are (not) duplicates."""
+    _run_all(conn, """
+        CREATE TABLE decisions (
+            hash_a TEXT NOT NULL, hash_b TEXT NOT NULL, decision TEXT NOT NULL,
+            decided_at TEXT NOT NULL, PRIMARY KEY (hash_a, hash_b));
+    """)
+
+
 # _MIGRATIONS[i] takes a database from version i to version i + 1.
-_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2]
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2, _to_v3]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -368,3 +377,31 @@ class Catalog:
     @_guarded
     def set_meta(self, key: str, value: str) -> None:
         self._write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # decisions (review outcomes; pairs stored with hash_a < hash_b)
+    @_guarded
+    def record_decision(self, hashes: Iterable[str], decision: str) -> int:
+        """Record ``decision`` ("not-duplicate" or "duplicate") for every pair of ``hashes``."""
+        unique = sorted(set(hashes))
+        # one content alone (byte-identical copies kept on purpose) is stored as (h, h)
+        pairs = [(a, b) for i, a in enumerate(unique) for b in unique[i + 1:]] or [(h, h) for h in unique]
+        with self.transaction():
+            for a, b in pairs:
+                self._write("INSERT OR REPLACE INTO decisions (hash_a, hash_b, decision, decided_at) "
+                            "VALUES (?, ?, ?, ?)", (a, b, decision, _now()))
+        return len(pairs)
+
+    @_guarded
+    def decisions(self, decision: str | None = None) -> set[tuple[str, str]]:
+        sql, params = "SELECT hash_a, hash_b FROM decisions", ()
+        if decision is not None:
+            sql, params = sql + " WHERE decision = ?", (decision,)
+        return {(a, b) for a, b in self._conn.execute(sql, params)}
+
+    @_guarded
+    def forget_decisions(self, hashes: Iterable[str]) -> None:
+        unique = sorted(set(hashes))
+        pairs = [(a, b) for i, a in enumerate(unique) for b in unique[i:]]
+        with self.transaction():
+            for a, b in pairs:
+                self._write("DELETE FROM decisions WHERE hash_a = ? AND hash_b = ?", (a, b))

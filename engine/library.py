@@ -6,6 +6,7 @@ whenever it is missing or stale).
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -89,6 +90,7 @@ class Library:
         self._embedder = embedder
         self._device = device
         self._indexes: dict[str, VectorIndex] = {}
+        self._knn_cache: dict = {}
 
     def close(self) -> None:
         self.catalog.close()
@@ -109,6 +111,33 @@ class Library:
             self._embedder = Embedder(self.bundle, device=self._device)
         return self._embedder
 
+    # ---- folders --------------------------------------------------------------------------
+    def folders(self) -> list[str]:
+        """The photo folders this library watches (every folder ever scanned or added)."""
+        return json.loads(self.catalog.get_meta("folders") or "[]")
+
+    def add_folder(self, path: str | Path) -> list[str]:
+        folder = normalise(path)
+        if not Path(folder).is_dir():
+            raise LookalikeError(f"{folder}: not a folder")
+        folders = sorted(set(self.folders()) | {folder})
+        self.catalog.set_meta("folders", json.dumps(folders))
+        return folders
+
+    def remove_folder(self, path: str | Path) -> list[str]:
+        """Stop watching a folder and forget its photos (the files themselves are untouched)."""
+        folder = normalise(path)
+        folders = [f for f in self.folders() if f != folder]
+        self.catalog.set_meta("folders", json.dumps(folders))
+        self.forget([folder])
+        return folders
+
+    def forget(self, paths) -> int:
+        """Drop files (or everything under folders) from the catalog and the indexes."""
+        removed = self.catalog.sweep([normalise(p) for p in paths], scan_id=-1)
+        self._sync_indexes(set())
+        return len(removed)
+
     # ---- scanning -------------------------------------------------------------------------
     def scan(self, roots, progress: ProgressCallback = null_progress) -> ScanReport:
         """Bring the catalog and indexes up to date with ``roots``; cancel via ``progress``."""
@@ -117,6 +146,9 @@ class Library:
         for root in roots:
             if not Path(root).exists():
                 raise LookalikeError(f"{root}: no such file or folder")
+        for root in roots:
+            if Path(root).is_dir():
+                self.add_folder(root)
         report = ScanReport(roots)
         scan_id = self.catalog.start_scan(roots)
         found = scan(roots, lambda d, t, w: progress(d, 0, f"looking in {w}"))
@@ -219,23 +251,28 @@ class Library:
             self._save(head, index)
 
     # ---- queries --------------------------------------------------------------------------
-    def duplicates(self, level: str = "near") -> list[DuplicateGroup]:
+    def duplicates(self, level: str = "near", threshold: float | None = None) -> list[DuplicateGroup]:
         """Groups at ``level``; near and similar groups include exact copies of members.
 
-        A group whose members all share one content is reported as ``exact``.
+        ``threshold`` overrides the model card's calibrated one (the GUI's slider). A group
+        whose members all share one content is reported as ``exact``. Pairs a person marked
+        "not a duplicate" never link, and a fully dismissed group is not shown again.
         """
         if level not in LEVELS:
             raise LookalikeError(f"unknown level '{level}' (choose from {', '.join(LEVELS)})")
-        exact = self.catalog.hash_groups()
+        dismissed = self.catalog.decisions("not-duplicate")
+        exact = [files for files in self.catalog.hash_groups() if not _all_dismissed(files, dismissed)]
         if level == "exact":
             return [self._group(files, None) for files in exact]
         head, threshold_name = _LEVEL_HEAD[level]
+        if threshold is None:
+            threshold = self.bundle.threshold(head, threshold_name)
         ids, hashes, vectors = self._wanted(head)
         groups: list[list[int]] = []
         if len(ids) >= 2:
-            nids, nsims = self._index(head).query(vectors, min(NEIGHBOURS, len(ids)))
-            groups = group_neighbours(np.asarray(ids, np.int64), vectors, nids, nsims,
-                                      self.bundle.threshold(head, threshold_name))
+            nids, nsims = self._neighbours(head, ids, vectors)
+            nsims = _drop_dismissed(ids, hashes, nids, nsims, dismissed)
+            groups = group_neighbours(np.asarray(ids, np.int64), vectors, nids, nsims, threshold)
         hash_of = dict(zip(ids, hashes))
         vec_of = dict(zip(hashes, vectors))
         files_of: dict[str, list[FileRecord]] = {}
@@ -248,6 +285,23 @@ class Library:
             out.append(self._group([f for h in group_hashes for f in files_of[h]], vec_of, level))
         out += [self._group(files, None) for files in exact if files[0].content_hash not in covered]
         return sorted(out, key=lambda g: g.keep.path)
+
+    def _neighbours(self, head: str, ids: list[int], vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """k-NN of every distinct photo, cached until the catalog changes (so regrouping at
+        another threshold is instant)."""
+        key = (head, self._stamp(), len(ids))
+        if self._knn_cache.get("key") != key:
+            nids, nsims = self._index(head).query(vectors, min(NEIGHBOURS, len(ids)))
+            self._knn_cache = {"key": key, "value": (nids, nsims)}
+        nids, nsims = self._knn_cache["value"]
+        return nids, nsims.copy()
+
+    def dismiss(self, group: DuplicateGroup) -> None:
+        """Remember that the photos of ``group`` are not duplicates of each other."""
+        self.catalog.record_decision({m.file.content_hash for m in group.members}, "not-duplicate")
+
+    def undismiss(self, group: DuplicateGroup) -> None:
+        self.catalog.forget_decisions({m.file.content_hash for m in group.members})
 
     @staticmethod
     def _group(files: list[FileRecord], vec_of: dict | None, level: str = "exact") -> DuplicateGroup:
@@ -288,6 +342,25 @@ class Library:
             distinct_photos=len(self.catalog.representatives()), model_id=self.model_id,
             embedded={h: len(self._wanted(h)[0]) for h in self.bundle.heads},
             problems=self.catalog.problems())
+
+
+def _all_dismissed(files: list[FileRecord], dismissed: set[tuple[str, str]]) -> bool:
+    hashes = sorted({f.content_hash for f in files})
+    pairs = [(a, b) for i, a in enumerate(hashes) for b in hashes[i + 1:]] or [(h, h) for h in hashes]
+    return all(p in dismissed for p in pairs)
+
+
+def _drop_dismissed(ids, hashes, nids, nsims, dismissed: set[tuple[str, str]]) -> np.ndarray:
+    """Neighbour similarities with every dismissed pair pushed below any threshold."""
+    if not dismissed:
+        return nsims
+    hash_of = dict(zip(ids, hashes))
+    for row, own in enumerate(hashes):
+        for col, other_id in enumerate(nids[row]):
+            other = hash_of.get(int(other_id))
+            if other is not None and (min(own, other), max(own, other)) in dismissed:
+                nsims[row, col] = -1.0
+    return nsims
 
 
 def _under(path: str, roots: list[str]) -> bool:

@@ -35,7 +35,7 @@ def test_fresh_database_reaches_current_version_in_wal_mode(tmp_path):
     db = tmp_path / "new" / "catalog.db"
     with Catalog(db) as cat:
         assert cat.path == db and db.exists()
-        assert cat.schema_version == SCHEMA_VERSION == 2
+        assert cat.schema_version == SCHEMA_VERSION == 3
         assert cat.count_files() == 0
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -63,7 +63,7 @@ def test_v1_database_is_migrated_with_rows_kept(tmp_path):
     conn.commit()
     conn.close()
     with Catalog(db) as cat:
-        assert cat.schema_version == 2
+        assert cat.schema_version == 3
         assert cat.files() == [FileRecord(7, "/x/a.jpg", 123, 456, "abc", 640, 480, "JPEG",
                                           None, None)]
         assert cat.problems() == [Problem("/x/b.txt", "not-image", "b.txt is not an image")]
@@ -74,10 +74,10 @@ def test_v1_database_is_migrated_with_rows_kept(tmp_path):
 def test_newer_schema_is_refused(tmp_path):
     db = tmp_path / "future.db"
     with Catalog(db) as cat:
-        cat.set_meta("schema_version", "3")
-    with pytest.raises(CatalogError, match="3") as info:
+        cat.set_meta("schema_version", str(SCHEMA_VERSION + 1))
+    with pytest.raises(CatalogError, match=str(SCHEMA_VERSION + 1)) as info:
         Catalog(db)
-    assert str(db) in str(info.value) and "2" in str(info.value)
+    assert str(db) in str(info.value) and str(SCHEMA_VERSION) in str(info.value)
 
 
 def test_garbage_file_is_refused(tmp_path):
@@ -256,3 +256,15 @@ def test_two_threads_upserting(cat):
     assert errors == []
     assert cat.count_files() == 300
     assert len({r.id for r in cat.files()}) == 300
+
+
+def test_decisions_are_pairs_and_survive_reopening(tmp_path):
+    db = tmp_path / "c.db"
+    with Catalog(db) as cat:
+        assert cat.record_decision(["c", "a", "b", "a"], "not-duplicate") == 3
+        cat.record_decision(["x", "y"], "duplicate")
+    with Catalog(db) as cat:
+        assert cat.decisions("not-duplicate") == {("a", "b"), ("a", "c"), ("b", "c")}
+        assert cat.decisions() == {("a", "b"), ("a", "c"), ("b", "c"), ("x", "y")}
+        cat.forget_decisions(["a", "b"])
+        assert cat.decisions("not-duplicate") == {("a", "c"), ("b", "c")}

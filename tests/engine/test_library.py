@@ -127,3 +127,38 @@ def test_find_similar_for_outside_image(lib, photos, tmp_path):
 def test_scan_of_missing_folder_is_a_clear_error(lib, tmp_path):
     with pytest.raises(LookalikeError, match="no such file or folder"):
         lib.scan([tmp_path / "nope"])
+
+
+def test_threshold_override_and_dismissed_groups(lib, photos):
+    shutil.copy(photos / "p0.jpg", photos / "p0 copy.jpg")
+    from imagegen import resize
+    save_jpeg(resize(photo(1), 0.7), photos / "p1 small.jpg")
+    lib.scan([photos])
+    near = lib.duplicates("near")
+    assert sorted(len(g.members) for g in near) == [2, 2]
+    assert lib.duplicates("near", threshold=1.01) == lib.duplicates("exact")  # nothing but exact copies
+    assert len(lib.duplicates("near", threshold=-1.0)) == 1                   # everything links
+    small = next(g for g in near if g.level == "near")
+    lib.dismiss(small)
+    assert [g.level for g in lib.duplicates("near")] == ["exact"]
+    exact = lib.duplicates("exact")[0]
+    lib.dismiss(exact)
+    assert lib.duplicates("near") == [] and lib.duplicates("exact") == []
+    lib.undismiss(small)
+    assert [g.level for g in lib.duplicates("near")] == ["near"]
+
+
+def test_folders_are_remembered_and_removing_one_forgets_its_photos(lib, photos, tmp_path):
+    other = tmp_path / "other"
+    save_jpeg(photo(50), other / "x.jpg")
+    lib.scan([photos])
+    lib.add_folder(other)
+    assert lib.folders() == sorted([str(photos), str(other)])
+    lib.scan(lib.folders())
+    assert lib.catalog.count_files() == 5
+    lib.remove_folder(photos)
+    assert lib.folders() == [str(other)]
+    assert lib.catalog.count_files() == 1 and len(lib._index("copy")) == 1
+    assert (photos / "p0.jpg").exists()  # the photos themselves are untouched
+    with pytest.raises(LookalikeError, match="not a folder"):
+        lib.add_folder(photos / "p0.jpg")
