@@ -118,7 +118,10 @@ class Trainer:
         return float(total.detach())
 
     # ---- epochs ---------------------------------------------------------------------------
-    def run(self, progress: ProgressCallback = null_progress, resume: bool = False) -> TrainResult:
+    def run(self, progress: ProgressCallback = null_progress, resume: bool = False,
+            events=None) -> TrainResult:
+        """Train; ``events(dict)`` (optional) receives every step's loss and every validation row."""
+        self._events = events or (lambda item: None)
         ckpt = Path(self.config.out) / "checkpoint.pt"
         if resume and ckpt.exists():
             load_checkpoint(ckpt, self)
@@ -131,6 +134,7 @@ class Trainer:
             for batches in self.data.batches(skip=self.epoch_step):
                 losses.append(self.train_step(batches))
                 self.epoch_step += 1
+                self._events({"type": "step", "step": self.step, "loss": losses[-1]})
                 if wants_stop(progress, self.step, total, f"epoch {self.epoch + 1}/{self.config.epochs} "
                                                              f"loss {np.mean(losses[-20:]):.4f}"):
                     self.result.cancelled = True
@@ -152,6 +156,7 @@ class Trainer:
         row = {"epoch": self.epoch, "step": self.step, "train_loss": loss, **metrics}
         self.result.history.append(row)
         log.info("validation %s", row)
+        getattr(self, "_events", lambda item: None)({"type": "validation", **row})
         if self.result.best is None or metrics["score"] > self.result.best["score"]:
             self.result.best = row
             self.best_state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
@@ -170,13 +175,13 @@ def _loss_kwargs(config: TrainConfig) -> dict:
 
 
 def train(config: TrainConfig, progress: ProgressCallback = null_progress, *, resume: bool = False,
-          export_to: str | Path | None = None) -> TrainResult:
+          export_to: str | Path | None = None, events=None) -> TrainResult:
     """Train per ``config``; on rank 0 export the best epoch as a bundle into ``export_to``."""
     from training.export import export_bundle
 
     trainer = Trainer(config)
     try:
-        result = trainer.run(progress, resume=resume)
+        result = trainer.run(progress, resume=resume, events=events)
         if export_to and not result.cancelled and trainer.rank == 0:
             result.bundle = export_bundle(trainer, export_to)
         return result

@@ -1,0 +1,52 @@
+"""Start the Lookalike window: ``lookalike-gui`` (or ``make run``)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from engine.errors import LookalikeError
+
+ORGANISATION, APPLICATION = "Lookalike", "Lookalike"
+
+
+def settings() -> QSettings:
+    return QSettings(ORGANISATION, APPLICATION)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lookalike-gui", description="The Lookalike window.")
+    parser.add_argument("--library", type=Path, help="library folder (default: from settings)")
+    parser.add_argument("--add", type=Path, action="append", default=[],
+                        help="add this folder to the library and scan it on start")
+    args, qt_args = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app = QApplication([sys.argv[0], *qt_args])
+    app.setOrganizationName(ORGANISATION)
+    app.setApplicationName(APPLICATION)
+    from desktop_app.main_window import MainWindow
+    from desktop_app.workers import Services
+
+    prefs = settings()
+    library = args.library or prefs.value("library/folder") or None
+    try:
+        services = Services.open(library, model=prefs.value("model/name") or None,
+                                 device=str(prefs.value("model/device") or "auto"))
+    except LookalikeError as exc:  # the window cannot open without a library: say why, plainly
+        QMessageBox.critical(None, "Lookalike", f"Cannot open the library:\n{exc}")
+        return 1
+    window = MainWindow(services)
+    window.show()
+    if args.add:
+        window.add_folders([str(p) for p in args.add])
+    code = app.exec()
+    services.close()
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

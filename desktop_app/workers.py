@@ -1,0 +1,340 @@
+"""The one bridge between the Qt window and the engine/training code.
+
+Widgets never import torch, hnswlib or sqlite3: they ask a ``Services`` object to start a
+job, and each job is a ``Job`` (QObject) with a fixed set of signals — ``started``,
+``progress(done, total, what)`` (throttled by a QTimer on the GUI thread, dupeGuru-style),
+``finished(result)`` and ``failed(message)``. The engine's progress callback only stores
+the latest numbers and says whether to go on, so cancelling is one flag.
+
+Library jobs run one at a time on their own thread pool (the catalog and index are shared);
+thumbnails load on a separate pool with several threads, as ``QImage`` (never ``QPixmap``
+off the GUI thread).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal, Slot
+from PySide6.QtGui import QImage
+
+from engine.errors import Cancelled, LookalikeError
+from engine.library import Library
+from engine.thumbnails import ThumbnailCache
+from engine.trash import Trash
+
+log = logging.getLogger(__name__)
+PROGRESS_INTERVAL_MS = 100
+
+
+class Job(QObject):
+    """One piece of background work. Create on the GUI thread, start with ``Services.run``."""
+
+    started = Signal()
+    progress = Signal(int, int, str)
+    events = Signal(list)          # structured updates (e.g. training loss), batched per tick
+    finished = Signal(object)
+    failed = Signal(str)
+
+    def __init__(self, work: Callable[["Job"], Any], name: str = "job"):
+        super().__init__()
+        self.name = name
+        self._work = work
+        self._cancel = threading.Event()
+        self._latest: tuple[int, int, str] | None = None
+        self._events: list = []
+        self._events_lock = threading.Lock()
+        self._sent: tuple[int, int, str] | None = None
+        self._timer = QTimer(self)
+        self._timer.setInterval(PROGRESS_INTERVAL_MS)
+        self._timer.timeout.connect(self._flush_progress)
+        self.finished.connect(self._stop_timer)
+        self.failed.connect(self._stop_timer)
+        self.done = False
+
+    # called from the worker thread -------------------------------------------------------
+    def report(self, done: int, total: int, what: str) -> bool:
+        """The engine's progress callback: remember the numbers, say whether to go on."""
+        self._latest = (int(done), int(total), str(what))
+        return not self._cancel.is_set()
+
+    def event(self, item) -> None:
+        """Queue a structured update for the GUI (delivered on the next timer tick)."""
+        with self._events_lock:
+            self._events.append(item)
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def execute(self) -> None:
+        try:
+            result = self._work(self)
+        except Cancelled:
+            result = None
+        except LookalikeError as exc:
+            self.failed.emit(str(exc))
+            return
+        except Exception as exc:  # a bug: show it, keep the app alive, log the traceback
+            log.error("%s failed:\n%s", self.name, traceback.format_exc())
+            self.failed.emit(f"{self.name} failed unexpectedly: {exc!r}")
+            return
+        self.finished.emit(result)
+
+    # GUI thread --------------------------------------------------------------------------
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def _start_timer(self) -> None:
+        self._timer.start()
+        self.started.emit()
+
+    @Slot()
+    def _flush_progress(self) -> None:
+        latest = self._latest
+        if latest is not None and latest != self._sent:
+            self._sent = latest
+            self.progress.emit(*latest)
+        with self._events_lock:
+            events, self._events = self._events, []
+        if events:
+            self.events.emit(events)
+
+    @Slot()
+    def _stop_timer(self, *_) -> None:
+        self.done = True
+        self._timer.stop()
+        self._flush_progress()
+
+
+class _Runner(QRunnable):
+    def __init__(self, job: Job):
+        super().__init__()
+        self.job = job
+        self.setAutoDelete(True)
+
+    def run(self) -> None:
+        self.job.execute()
+
+
+class ThumbnailLoader(QObject):
+    """Loads thumbnails off the GUI thread; ``loaded(key, QImage)`` or ``missing(key, reason)``."""
+
+    loaded = Signal(object, QImage)
+    missing = Signal(object, str)
+
+    def __init__(self, cache: ThumbnailCache, threads: int = 3):
+        super().__init__()
+        self.cache = cache
+        self.pool = QThreadPool()
+        self.pool.setMaxThreadCount(threads)
+        self._pending: set = set()
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    def request(self, key, path: str, content_hash: str | None) -> None:
+        with self._lock:
+            if key in self._pending:
+                return
+            self._pending.add(key)
+        generation = self._generation
+        self.pool.start(_Call(lambda: self._load(key, path, content_hash, generation)))
+
+    def cancel_pending(self) -> None:
+        """Drop queued loads (e.g. when the model is reset); running ones finish unseen."""
+        self.pool.clear()
+        with self._lock:
+            self._pending.clear()
+            self._generation += 1
+
+    def _load(self, key, path: str, content_hash: str | None, generation: int) -> None:
+        try:
+            image = to_qimage(self.cache.get(path, content_hash))
+        except LookalikeError as exc:
+            self._done(key, generation, None, str(exc))
+            return
+        self._done(key, generation, image, "")
+
+    def _done(self, key, generation: int, image: QImage | None, reason: str) -> None:
+        with self._lock:
+            self._pending.discard(key)
+            if generation != self._generation:
+                return
+        if image is None:
+            self.missing.emit(key, reason)
+        else:
+            self.loaded.emit(key, image)
+
+
+class _Call(QRunnable):
+    def __init__(self, fn: Callable[[], None]):
+        super().__init__()
+        self.fn = fn
+        self.setAutoDelete(True)
+
+    def run(self) -> None:
+        self.fn()
+
+
+def to_qimage(pil_image) -> QImage:
+    """PIL RGB image → QImage that owns its pixels (safe to send across threads)."""
+    rgb = pil_image.convert("RGB")
+    data = rgb.tobytes("raw", "RGB")
+    image = QImage(data, rgb.width, rgb.height, rgb.width * 3, QImage.Format.Format_RGB888)
+    return image.copy()
+
+
+def load_full_image(path: str, max_side: int = 4096) -> QImage:
+    """A photo for the preview pane, EXIF-rotated (call from a job, not the GUI thread)."""
+    from engine.decode import read_photo
+
+    return to_qimage(read_photo(path, max_side // 2).image)
+
+
+@dataclass
+class Services:
+    """Engine objects built once at start-up and handed to the window and its views."""
+
+    library: Library
+    thumbnails: ThumbnailCache
+    trash: Trash
+
+    def __post_init__(self):
+        self.library_pool = QThreadPool()
+        self.library_pool.setMaxThreadCount(1)   # one library job at a time
+        self.side_pool = QThreadPool()            # previews, training: independent of the catalog
+        self.side_pool.setMaxThreadCount(2)
+        self.loader = ThumbnailLoader(self.thumbnails)
+        self.jobs: list[Job] = []
+
+    @classmethod
+    def open(cls, library_dir: str | Path | None = None, model: str | None = None,
+             device: str = "auto", trash_dir: Path | None = None) -> "Services":
+        library = Library(library_dir, model=model, device=device)
+        thumbs = ThumbnailCache(library.folder / "thumbnails")
+        trash = Trash(library.folder / "trash-journal.jsonl", trash_dir=trash_dir)
+        return cls(library, thumbs, trash)
+
+    def run(self, work: Callable[[Job], Any], name: str, *, library: bool = True) -> Job:
+        """Start ``work(job)`` in the background; connect to the job's signals right away
+        (they are delivered through the GUI thread's event loop, after this returns)."""
+        job = Job(work, name)
+        self.jobs = [j for j in self.jobs if not j.done] + [job]
+        job._start_timer()
+        (self.library_pool if library else self.side_pool).start(_Runner(job))
+        return job
+
+    def wait(self, msecs: int = 30000) -> bool:
+        """Wait for background work (for shutdown and tests)."""
+        return self.library_pool.waitForDone(msecs) and self.side_pool.waitForDone(msecs)
+
+    def close(self) -> None:
+        for job in self.jobs:
+            job.cancel()
+        self.loader.cancel_pending()
+        self.wait()
+        self.loader.pool.waitForDone(10000)
+        self.library.close()
+
+    # ---- jobs the views start (the views never touch engine objects themselves) ------------
+    def scan(self, roots: list[str] | None = None) -> Job:
+        """Scan ``roots`` (default: every folder of the library); result: ScanReport."""
+        return self.run(lambda job: self.library.scan(roots or self.library.folders(), job.report), "scan")
+
+    def folders(self) -> Job:
+        return self.run(lambda job: self.library.folders(), "folders")
+
+    def add_folder(self, path: str) -> Job:
+        return self.run(lambda job: self.library.add_folder(path), "add folder")
+
+    def remove_folder(self, path: str) -> Job:
+        return self.run(lambda job: self.library.remove_folder(path), "remove folder")
+
+    def files(self) -> Job:
+        """All catalogued photos (FileRecord list, ordered by id)."""
+        return self.run(lambda job: self.library.catalog.files(), "list photos")
+
+    def info(self) -> Job:
+        return self.run(lambda job: self.library.info(), "library info")
+
+    def duplicates(self, level: str, threshold: float | None = None) -> Job:
+        return self.run(lambda job: self.library.duplicates(level, threshold), f"{level} groups")
+
+    def thresholds(self) -> dict[str, float]:
+        """The model card's calibrated thresholds (cheap: read from the loaded card)."""
+        bundle = self.library.bundle
+        return {"near": bundle.threshold("copy", "near"), "similar": bundle.threshold("semantic", "similar")}
+
+    def similar(self, path: str, k: int = 24) -> Job:
+        return self.run(lambda job: self.library.similar(path, k), "find similar")
+
+    def dismiss(self, group) -> Job:
+        return self.run(lambda job: self.library.dismiss(group), "not a duplicate")
+
+    def move_to_trash(self, files: list) -> Job:
+        """Move catalogued files (FileRecords) to the trash and forget them; result: records."""
+        def work(job: Job):
+            records = self.trash.remove([f.path for f in files], content_hashes=[f.content_hash for f in files])
+            self.library.forget([r.original for r in records])
+            return records
+        return self.run(work, "move to trash")
+
+    def undo_last_removal(self) -> Job:
+        """Put the last trashed batch back and re-add it to the library; result: paths."""
+        def work(job: Job):
+            restored = self.trash.undo(self.trash.last_batch())
+            if restored:
+                self.library.scan(restored, job.report)
+            return restored
+        return self.run(work, "undo removal")
+
+    def can_undo(self) -> bool:
+        return bool(self.trash.last_batch())
+
+    def preview(self, path: str) -> Job:
+        """A full-size, EXIF-rotated QImage of a photo (runs beside library jobs)."""
+        return self.run(lambda job: load_full_image(path), "preview", library=False)
+
+    def inspect_labeled_folder(self, path: str) -> Job:
+        """Classes and image counts of a labeled folder; result: LabeledFolder."""
+        from training.datasets import load_labeled_folder
+
+        return self.run(lambda job: load_labeled_folder(path), "read labeled folder", library=False)
+
+    def train(self, settings: dict) -> Job:
+        """Fine-tune with ``settings`` (TrainConfig fields: data, recipe, epochs, device, name,
+        image_size, ...); events carry {"type": "step"|"validation", ...}; result:
+        TrainResult (``.bundle`` is the exported bundle folder in the library's models/)."""
+        from training.config import TrainConfig
+        from training.loop import train
+
+        models = self.library.folder / "models"
+        name = settings.get("name", "my-model")
+        config = TrainConfig.from_dict({"out": str(self.library.folder / "runs" / name), **settings, "name": name})
+
+        def work(job: Job):
+            return train(config, job.report, export_to=models / config.name, events=job.event)
+        return self.run(work, "fine-tune", library=False)
+
+    def available_models(self) -> list[str]:
+        from engine.model_bundle import BUILTIN_MODELS, CARD
+
+        names = set()
+        for folder in (BUILTIN_MODELS, self.library.folder / "models"):
+            if folder.is_dir():
+                names |= {p.name for p in folder.iterdir() if (p / CARD).is_file()}
+        return sorted(names)
+
+    def activate_model(self, name: str, device: str = "auto") -> Job:
+        """Switch the library to another model and re-embed it in the background."""
+        def work(job: Job):
+            new = Library(self.library.folder, model=name, device=device)
+            report = new.scan(new.folders(), job.report) if new.folders() else None
+            old, self.library = self.library, new
+            old.close()
+            return report
+        return self.run(work, "activate model")
