@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -62,7 +62,7 @@ class Job(QObject):
         self._latest = (int(done), int(total), str(what))
         return not self._cancel.is_set()
 
-    def event(self, item) -> None:
+    def post_event(self, item) -> None:
         """Queue a structured update for the GUI (delivered on the next timer tick)."""
         with self._events_lock:
             self._events.append(item)
@@ -202,6 +202,7 @@ class Services:
     library: Library
     thumbnails: ThumbnailCache
     trash: Trash
+    threshold_overrides: dict = field(default_factory=dict)   # {"near": x, "similar": y} from Settings
 
     def __post_init__(self):
         self.library_pool = QThreadPool()
@@ -225,7 +226,9 @@ class Services:
         job = Job(work, name)
         self.jobs = [j for j in self.jobs if not j.done] + [job]
         job._start_timer()
-        (self.library_pool if library else self.side_pool).start(_Runner(job))
+        pool = self.library_pool if library else self.side_pool
+        # start from the event loop, so the caller has connected to the signals by then
+        QTimer.singleShot(0, job, lambda: pool.start(_Runner(job)))
         return job
 
     def wait(self, msecs: int = 30000) -> bool:
@@ -262,12 +265,18 @@ class Services:
         return self.run(lambda job: self.library.info(), "library info")
 
     def duplicates(self, level: str, threshold: float | None = None) -> Job:
+        if threshold is None:
+            threshold = self.threshold_overrides.get(level)
         return self.run(lambda job: self.library.duplicates(level, threshold), f"{level} groups")
 
-    def thresholds(self) -> dict[str, float]:
+    def calibrated_thresholds(self) -> dict[str, float]:
         """The model card's calibrated thresholds (cheap: read from the loaded card)."""
         bundle = self.library.bundle
         return {"near": bundle.threshold("copy", "near"), "similar": bundle.threshold("semantic", "similar")}
+
+    def thresholds(self) -> dict[str, float]:
+        """Thresholds in use: the user's settings where given, else the model card's."""
+        return {**self.calibrated_thresholds(), **self.threshold_overrides}
 
     def similar(self, path: str, k: int = 24) -> Job:
         return self.run(lambda job: self.library.similar(path, k), "find similar")
@@ -309,15 +318,16 @@ class Services:
         """Fine-tune with ``settings`` (TrainConfig fields: data, recipe, epochs, device, name,
         image_size, ...); events carry {"type": "step"|"validation", ...}; result:
         TrainResult (``.bundle`` is the exported bundle folder in the library's models/)."""
-        from training.config import TrainConfig
-        from training.loop import train
-
         models = self.library.folder / "models"
         name = settings.get("name", "my-model")
-        config = TrainConfig.from_dict({"out": str(self.library.folder / "runs" / name), **settings, "name": name})
+        run_dir = str(self.library.folder / "runs" / name)
 
         def work(job: Job):
-            return train(config, job.report, export_to=models / config.name, events=job.event)
+            from training.config import TrainConfig   # imports torch: keep it off the GUI thread
+            from training.loop import train
+
+            config = TrainConfig.from_dict({"out": run_dir, **settings, "name": name})
+            return train(config, job.report, export_to=models / config.name, events=job.post_event)
         return self.run(work, "fine-tune", library=False)
 
     def available_models(self) -> list[str]:

@@ -1,0 +1,135 @@
+"""Settings: library location, device, thresholds, model in use, thumbnail cache size.
+
+Values live in ``QSettings`` (``desktop_app.app.settings()`` unless one is passed in) under
+the keys of ``KEYS``; ``values()`` returns them as a dict, OK saves them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Slot
+from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
+                               QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox,
+                               QVBoxLayout)
+
+KEYS = ("library/folder", "model/device", "thresholds/near", "thresholds/similar", "model/name",
+        "thumbnails/max_mb")
+DEVICES = (("auto", "Auto (CUDA when available)"), ("cpu", "CPU"), ("cuda", "CUDA"))
+DEFAULT_MODEL_LABEL = "Built-in default"
+DEFAULT_CACHE_MB = 512
+
+
+def _threshold_spin() -> QDoubleSpinBox:
+    spin = QDoubleSpinBox()
+    spin.setRange(0.0, 1.0)
+    spin.setDecimals(3)
+    spin.setSingleStep(0.01)
+    return spin
+
+
+class SettingsDialog(QDialog):
+    """Edit the persisted settings; ``values()`` → dict keyed like ``KEYS``."""
+
+    def __init__(self, services, settings: QSettings | None = None, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Lookalike settings")
+        self.services = services
+        if settings is None:
+            from desktop_app.app import settings as app_settings
+            settings = app_settings()
+        self.settings = settings
+        self._build()
+        self._load()
+
+    def _build(self) -> None:
+        self.folder_edit = QLineEdit()
+        self.folder_edit.setPlaceholderText("default location")
+        browse = QPushButton("Choose…")
+        browse.clicked.connect(self._on_browse_button_clicked)
+        folder_row = QHBoxLayout()
+        folder_row.addWidget(self.folder_edit, 1)
+        folder_row.addWidget(browse)
+        restart = QLabel("<small>A new library location takes effect when Lookalike restarts.</small>")
+
+        self.device_combo = QComboBox()
+        for value, label in DEVICES:
+            self.device_combo.addItem(label, value)
+        self.near_spin = _threshold_spin()
+        self.similar_spin = _threshold_spin()
+        self.reset_button = QPushButton("Reset to the model's calibrated values")
+        self.reset_button.clicked.connect(self._on_reset_button_clicked)
+        self.model_combo = QComboBox()
+        self.model_combo.addItem(DEFAULT_MODEL_LABEL, "")
+        for name in self.services.available_models():
+            self.model_combo.addItem(name, name)
+        self.cache_spin = QSpinBox()
+        self.cache_spin.setRange(16, 1_000_000)
+        self.cache_spin.setSingleStep(64)
+        self.cache_spin.setSuffix(" MB")
+
+        form = QFormLayout()
+        form.addRow("Library location", folder_row)
+        form.addRow("", restart)
+        form.addRow("Device", self.device_combo)
+        form.addRow("Near-duplicate threshold", self.near_spin)
+        form.addRow("Similar threshold", self.similar_spin)
+        form.addRow("", self.reset_button)
+        form.addRow("Model", self.model_combo)
+        form.addRow("Thumbnail cache", self.cache_spin)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(buttons)
+
+    # ---- values -------------------------------------------------------------------------
+    def _current_model(self) -> str:
+        """The model the library uses now (its bundle folder's name), or '' when unknown."""
+        bundle = getattr(getattr(self.services, "library", None), "bundle", None)
+        return Path(bundle.path).name if bundle is not None and hasattr(bundle, "path") else ""
+
+    def _load(self) -> None:
+        s = self.settings
+        self.folder_edit.setText(str(s.value("library/folder", "") or ""))
+        device = str(s.value("model/device", "auto") or "auto")
+        self.device_combo.setCurrentIndex(max(0, self.device_combo.findData(device)))
+        calibrated = self.services.thresholds()
+        self.near_spin.setValue(s.value("thresholds/near", calibrated["near"], type=float))
+        self.similar_spin.setValue(s.value("thresholds/similar", calibrated["similar"], type=float))
+        # nothing saved yet: show what the library runs; "" saved: the built-in default
+        model = str(s.value("model/name", "") or "") if s.contains("model/name") else self._current_model()
+        if model and self.model_combo.findData(model) < 0:
+            self.model_combo.addItem(f"{model} (missing)", model)
+        self.model_combo.setCurrentIndex(max(0, self.model_combo.findData(model)))
+        self.cache_spin.setValue(s.value("thumbnails/max_mb", DEFAULT_CACHE_MB, type=int))
+
+    def values(self) -> dict:
+        return {"library/folder": self.folder_edit.text().strip(),
+                "model/device": self.device_combo.currentData(),
+                "thresholds/near": round(self.near_spin.value(), 3),
+                "thresholds/similar": round(self.similar_spin.value(), 3),
+                "model/name": self.model_combo.currentData(),
+                "thumbnails/max_mb": self.cache_spin.value()}
+
+    def save(self) -> None:
+        for key, value in self.values().items():
+            self.settings.setValue(key, value)
+        self.settings.sync()
+
+    def accept(self) -> None:
+        self.save()
+        super().accept()
+
+    # ---- slots --------------------------------------------------------------------------
+    @Slot()
+    def _on_browse_button_clicked(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Library location", self.folder_edit.text())
+        if path:
+            self.folder_edit.setText(path)
+
+    @Slot()
+    def _on_reset_button_clicked(self) -> None:
+        calibrated = self.services.thresholds()
+        self.near_spin.setValue(calibrated["near"])
+        self.similar_spin.setValue(calibrated["similar"])
