@@ -18,9 +18,18 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 
 venv: $(STAMP)
 
-# Until the GUI lands: scan the bundled sample library, print its duplicate groups
-# and a find-similar example.
+# Open the window on the bundled sample library (scanned on start). Without a display
+# (no DISPLAY/WAYLAND_DISPLAY/QT_QPA_PLATFORM), show the same library in the terminal.
 run: $(STAMP)
+	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY$$QT_QPA_PLATFORM" ]; then \
+		$(VENV)/bin/lookalike-gui --library $(DEMO) --add $(SAMPLE); \
+	else \
+		echo "No display found: showing the sample library in the terminal (make demo)."; \
+		$(MAKE) --no-print-directory demo; \
+	fi
+
+# The command-line tour: scan the sample library, print its groups and a find-similar example.
+demo: $(STAMP)
 	$(VENV)/bin/lookalike --library $(DEMO) scan $(SAMPLE)
 	$(VENV)/bin/lookalike --library $(DEMO) duplicates --level exact
 	$(VENV)/bin/lookalike --library $(DEMO) duplicates --level near

@@ -55,28 +55,34 @@ def main() -> int:
     parser.add_argument("--distractors", type=int, default=500)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--trunk", choices=("all", "partial", "frozen"), default="partial")
+    parser.add_argument("--skip-pretrained", action="store_true")
+    parser.add_argument("--tag", default="training")
     args = parser.parse_args()
     evaluation = EvalConfig(dataset=Path(args.dataset), split="test", queries=args.queries,
                             distractors=args.distractors, image_size=2 * args.image_size)
-    rows = [row(f"pretrained Lite0+GeM @{args.image_size}px",
-                evaluate_embedder(pretrained_at(args.image_size, args.device), evaluation), 0.0)]
-    print(rows[-1], flush=True)
+    rows = []
+    if not args.skip_pretrained:
+        rows.append(row(f"pretrained Lite0+GeM @{args.image_size}px",
+                        evaluate_embedder(pretrained_at(args.image_size, args.device), evaluation), 0.0))
+        print(rows[-1], flush=True)
     work = Path(tempfile.mkdtemp(prefix="lookalike-bench-train-"))
     base = TrainConfig(data=args.dataset, data_split="train", recipe="finetune", image_size=args.image_size,
                        epochs=1, steps_per_epoch=args.steps, n_classes=args.n_classes, alpha_deg=args.alpha,
-                       workers=args.workers, val_images=200, device=args.device,
-                       model=ModelConfig(heads={"copy": 256, "semantic": 256}))
+                       workers=args.workers, val_images=200, device=args.device, lr=args.lr,
+                       model=ModelConfig(heads={"copy": 256, "semantic": 256}, trunk_policy=args.trunk))
     for loss in args.losses:
         config = replace(base, loss=loss, out=str(work / f"run-{loss}"), name=f"bench-{loss}")
         start = time.perf_counter()
         result = train(config, export_to=work / f"bundle-{loss}")
         seconds = time.perf_counter() - start
         results = evaluate_embedder(Embedder.load(result.bundle, device=args.device), evaluation)
-        rows.append(row(f"{loss} ({args.steps} steps)", results, seconds))
+        rows.append(row(f"{loss} ({args.steps} steps, lr {args.lr:g}, trunk {args.trunk})", results, seconds))
         print(rows[-1], flush=True)
     out = ROOT / "bench-results"
     out.mkdir(exist_ok=True)
-    (out / "training.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    (out / f"{args.tag}.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
     keys = list(rows[0])
     print("\n| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     for r in rows:

@@ -18,6 +18,16 @@ def settings() -> QSettings:
     return QSettings(ORGANISATION, APPLICATION)
 
 
+def threshold_overrides(prefs: QSettings) -> dict[str, float]:
+    """Thresholds the user set in Settings (absent keys: use the model card's)."""
+    out = {}
+    for level in ("near", "similar"):
+        value = prefs.value(f"thresholds/{level}")
+        if value not in (None, ""):
+            out[level] = float(value)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lookalike-gui", description="The Lookalike window.")
     parser.add_argument("--library", type=Path, help="library folder (default: from settings)")
@@ -39,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     except LookalikeError as exc:  # the window cannot open without a library: say why, plainly
         QMessageBox.critical(None, "Lookalike", f"Cannot open the library:\n{exc}")
         return 1
+    services.threshold_overrides = threshold_overrides(prefs)
     window = MainWindow(services)
     window.show()
     if args.add:

@@ -287,7 +287,13 @@ class Services:
     def move_to_trash(self, files: list) -> Job:
         """Move catalogued files (FileRecords) to the trash and forget them; result: records."""
         def work(job: Job):
-            records = self.trash.remove([f.path for f in files], content_hashes=[f.content_hash for f in files])
+            try:
+                records = self.trash.remove([f.path for f in files],
+                                            content_hashes=[f.content_hash for f in files])
+            except LookalikeError:
+                # files moved before the one that failed are in the trash: forget those too
+                self.library.forget([r.original for r in self.trash.last_batch()])
+                raise
             self.library.forget([r.original for r in records])
             return records
         return self.run(work, "move to trash")
