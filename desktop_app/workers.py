@@ -104,7 +104,6 @@ class Job(QObject):
         if events:
             self.events.emit(events)
 
-    @Slot()
     def _stop_timer(self, *_) -> None:
         self.done = True
         self._timer.stop()

@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from PySide6.QtCore import QSettings, QTimer  # noqa: E402
+from PySide6.QtCore import QEventLoop, QSettings, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 OUT = ROOT / "docs" / "screenshots"
@@ -22,11 +22,11 @@ LIBRARY = ROOT / "build" / "screenshot-library"
 
 
 def wait(app: QApplication, ms: int) -> None:
-    timer = QTimer()
-    timer.setSingleShot(True)
-    timer.start(ms)
-    while timer.isActive():
-        app.processEvents()
+    # An event loop, not a processEvents() loop: PySide6 6.12's processEvents() drops a
+    # reference to None on every call and crashes Python 3.11 after a few thousand calls.
+    loop = QEventLoop()
+    QTimer.singleShot(ms, loop.quit)
+    loop.exec()
 
 
 def wait_for(app: QApplication, condition, timeout_ms: int = 120000) -> None:

@@ -87,6 +87,9 @@ class SimilarView(QWidget):
         self.results.setMovement(QListView.Movement.Static)
         self.results.setUniformItemSizes(True)
         self.results.setWordWrap(True)
+        placeholder = QPixmap(ICON_SIZE, ICON_SIZE)
+        placeholder.fill(Qt.GlobalColor.lightGray)
+        self._placeholder = QIcon(placeholder)   # items are laid out at full icon size from the start
         self.results.currentItemChanged.connect(self._on_results_current_item_changed)
         self.results.itemActivated.connect(self._on_results_item_activated)
 
@@ -143,6 +146,8 @@ class SimilarView(QWidget):
             item.setData(PATH_ROLE, match.file.path)
             item.setToolTip(f"{match.file.path}\nsimilarity {match.similarity:.4f}")
             item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter)
+            item.setIcon(self._placeholder)
+            item.setSizeHint(QSize(ICON_SIZE + 20, ICON_SIZE + 40))
             self.results.addItem(item)
             self.services.loader.request((KEY_TAG, number, row), match.file.path, match.file.content_hash)
         self.status_label.setText(f"{len(self.matches)} similar photos" if self.matches
