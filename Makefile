@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := build/sample-library
 SAMPLE := resources/samples
 
-.PHONY: run test bench demo venv model-default clean
+.PHONY: run test bench bench-training demo venv model-default clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_scan.py
+	QT_QPA_PLATFORM=offscreen $(PY) benchmarks/bench_gui.py
+
+# Fine-tune on Caltech-101 train classes with several losses at one budget (~15 min on 2 cores).
+bench-training: $(STAMP)
+	$(PY) benchmarks/bench_training.py
 
 # Rebuild the built-in default bundle and recalibrate its thresholds (needs ../shared/datasets).
 model-default: $(STAMP)

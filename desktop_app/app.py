@@ -45,15 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     library = args.library or prefs.value("library/folder") or None
     try:
         services = Services.open(library, model=prefs.value("model/name") or None,
-                                 device=str(prefs.value("model/device") or "auto"))
+                                 device=str(prefs.value("model/device") or "auto"),
+                                 thumbnail_bytes=int(float(prefs.value("thumbnails/max_mb") or 512)) * 1024**2)
     except LookalikeError as exc:  # the window cannot open without a library: say why, plainly
         QMessageBox.critical(None, "Lookalike", f"Cannot open the library:\n{exc}")
         return 1
     services.threshold_overrides = threshold_overrides(prefs)
     window = MainWindow(services)
     window.show()
+    services.trim_thumbnails()
     if args.add:
-        window.add_folders([str(p) for p in args.add])
+        window.add_folders([str(p) for p in args.add], show_duplicates=True)
     code = app.exec()
     services.close()
     return code

@@ -79,8 +79,10 @@ class MainWindow(QMainWindow):
         return action
 
     # ---- actions ----------------------------------------------------------------------------
-    def add_folders(self, paths: list[str]) -> None:
+    def add_folders(self, paths: list[str], show_duplicates: bool = False) -> None:
+        """Add and scan folders; with ``show_duplicates`` open the Duplicates tab when done."""
         self.tabs.setCurrentWidget(self.library_view)
+        self._show_duplicates_after_scan = show_duplicates
         self.library_view.add_folders(paths)
 
     @Slot()
@@ -117,6 +119,9 @@ class MainWindow(QMainWindow):
     def _on_library_view_scanFinished(self, report) -> None:
         self.browse_view.refresh()
         self.duplicates_view.refresh()
+        if getattr(self, "_show_duplicates_after_scan", False):
+            self._show_duplicates_after_scan = False
+            self.tabs.setCurrentWidget(self.duplicates_view)
 
     @Slot(str)
     def _on_finetune_view_modelActivated(self, name: str) -> None:
