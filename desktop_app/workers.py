@@ -213,9 +213,10 @@ class Services:
 
     @classmethod
     def open(cls, library_dir: str | Path | None = None, model: str | None = None,
-             device: str = "auto", trash_dir: Path | None = None) -> "Services":
+             device: str = "auto", trash_dir: Path | None = None,
+             thumbnail_bytes: int = 512 * 1024**2) -> "Services":
         library = Library(library_dir, model=model, device=device)
-        thumbs = ThumbnailCache(library.folder / "thumbnails")
+        thumbs = ThumbnailCache(library.folder / "thumbnails", max_bytes=thumbnail_bytes)
         trash = Trash(library.folder / "trash-journal.jsonl", trash_dir=trash_dir)
         return cls(library, thumbs, trash)
 
@@ -305,6 +306,10 @@ class Services:
                 self.library.scan(restored, job.report)
             return restored
         return self.run(work, "undo removal")
+
+    def trim_thumbnails(self) -> Job:
+        """Keep the thumbnail cache within its size limit (oldest thumbnails go first)."""
+        return self.run(lambda job: self.thumbnails.trim(), "trim thumbnails", library=False)
 
     def can_undo(self) -> bool:
         return bool(self.trash.last_batch())
