@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Container
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from engine.errors import DecodeError
+from engine.scan import sniff_format
 
 try:  # HEIC/HEIF; AVIF is built into Pillow ≥ 11.2
     import pillow_heif
@@ -28,9 +31,26 @@ try:  # HEIC/HEIF; AVIF is built into Pillow ≥ 11.2
 except ImportError:  # pragma: no cover - pillow-heif is a hard dependency
     pillow_heif = None
 
+# Pillow warns above ~89 MP (Image.MAX_IMAGE_PIXELS); ``max_pixels`` is the limit here, so a
+# 100 MP camera photo is not refused. Pillow's own hard error (above twice its limit) still
+# applies. The filter is installed once, not per call: warnings.catch_warnings() is not
+# thread-safe and decoding runs in worker threads.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS  # ~179 MP, Pillow's own hard bomb limit: above any camera
 _EXIF_DATETIME_ORIGINAL = 0x9003
 _EXIF_IFD = 0x8769
+_ORIENTATION = 0x0112
+# EXIF orientation → the transpose that undoes it; anything else (0, 9, junk) is ignored.
+_UNDO_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+# What Pillow's parsers and decoders raise on corrupt or hostile bytes (found by fuzzing:
+# TIFF tile offsets of the wrong type give TypeError, bad EXIF values struct.error, short
+# GIF/TIFF streams EOFError or IndexError).
+CORRUPT_DATA_ERRORS = (OSError, ValueError, SyntaxError, TypeError, IndexError, KeyError,
+                       EOFError, ZeroDivisionError, struct.error, zlib.error,
+                       Image.DecompressionBombError)
 
 
 @dataclass
@@ -77,8 +97,9 @@ def read_photo(path: str | Path, size: int | None, *, max_pixels: int = MAX_PIXE
         try:  # PNG's getexif() decodes the whole image to look for a trailing eXIf chunk
             width, height = _oriented_size(img)
             capture_time, camera = _exif_fields(img)
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise DecodeError(path, f"cannot read metadata, the file may be truncated ({exc})") from exc
+        except CORRUPT_DATA_ERRORS as exc:
+            raise DecodeError(path, f"cannot read metadata, the file may be truncated or corrupt"
+                                    f" ({_describe(exc)})") from exc
         fmt = img.format or "UNKNOWN"
         image = _pixels(path, img, size) if size is not None else None
     return DecodedPhoto(path, len(data), digest, width, height, fmt,
@@ -87,18 +108,13 @@ def read_photo(path: str | Path, size: int | None, *, max_pixels: int = MAX_PIXE
 
 def _open(path: str, data: bytes, max_pixels: int) -> Image.Image:
     try:
-        with warnings.catch_warnings():
-            # Pillow warns above ~89 MP (Image.MAX_IMAGE_PIXELS); ``max_pixels`` below is the
-            # limit here, so a 100 MP camera photo is not refused. Pillow's own hard error
-            # (above twice its limit, ~179 MP) still applies.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
-        raise DecodeError(path, "not an image Lookalike can read (unknown format)") from exc
+        raise DecodeError(path, _unidentified_reason(data)) from exc
     except Image.DecompressionBombError as exc:
         raise DecodeError(path, f"image too large to decode safely ({exc})") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise DecodeError(path, f"corrupt image header ({exc})") from exc
+    except CORRUPT_DATA_ERRORS as exc:
+        raise DecodeError(path, f"corrupt image header ({_describe(exc)})") from exc
     if img.width * img.height > max_pixels:
         img.close()
         raise DecodeError(path, f"image too large: {img.width}×{img.height} = "
@@ -106,9 +122,30 @@ def _open(path: str, data: bytes, max_pixels: int) -> Image.Image:
     return img
 
 
+def _unidentified_reason(data: bytes) -> str:
+    """Why Pillow found no opener: a missing plugin, a damaged header, or not an image."""
+    sniffed = sniff_format(data[:32])
+    if sniffed == "HEIF":
+        return ("HEIC/HEIF photo, but no HEIF decoder is available "
+                "(the pillow-heif plugin is missing or failed to load)")
+    if sniffed is not None:
+        return (f"starts like a {sniffed} image but cannot be opened "
+                f"(damaged header, or a {sniffed} variant this Pillow does not support)")
+    return "not an image Lookalike can read (unknown format)"
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if not isinstance(exc, OSError) else str(exc)
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation 1..8; 1 (as stored) for a missing, impossible or junk value."""
+    value = img.getexif().get(_ORIENTATION, 1)
+    return value if isinstance(value, int) and value in _UNDO_ORIENTATION else 1
+
+
 def _oriented_size(img: Image.Image) -> tuple[int, int]:
-    orientation = img.getexif().get(0x0112, 1)
-    if orientation in (5, 6, 7, 8):
+    if _orientation(img) in (5, 6, 7, 8):
         return img.height, img.width
     return img.width, img.height
 
@@ -144,10 +181,18 @@ def _pixels(path: str, img: Image.Image, size: int) -> Image.Image:
         img.draft(img.mode, (size, size))  # DCT-domain downscale; never below the request
     try:
         img.load()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DecodeError(path, f"cannot decode pixels, the file may be truncated ({exc})") from exc
-    img = ImageOps.exif_transpose(img) or img
-    rgb = to_rgb(img)
+        # Not ImageOps.exif_transpose: it re-serialises the EXIF block and raises
+        # struct.error on a corrupt one. The photo's pixels matter, not its tags.
+        method = _UNDO_ORIENTATION.get(_orientation(img))
+        rgb = to_rgb(img.transpose(method) if method is not None else img)
+        if rgb is img:
+            rgb = img.copy()  # the opened file's image is closed when read_photo returns
+    except CORRUPT_DATA_ERRORS as exc:
+        raise DecodeError(path, f"cannot decode pixels, the file may be truncated or corrupt"
+                                f" ({_describe(exc)})") from exc
+    except MemoryError as exc:
+        raise DecodeError(path, f"not enough memory to decode a {img.width}×{img.height}"
+                                " image") from exc
     rgb.thumbnail((size * 2, size * 2), Image.Resampling.BILINEAR, reducing_gap=2.0)
     return rgb
 

@@ -4,6 +4,11 @@ Unchanged files (same size and mtime) are not opened. Changed and new files are 
 worker threads (hash, metadata, pixels); pixels are decoded only for content whose embeddings
 the catalog lacks, so a renamed, moved or copied photo reuses its vectors. Each batch of
 results is written in one transaction, so a crash loses at most one batch.
+
+Files may change between the walk and the read. One that disappeared is recorded as a
+"vanished" problem. One that changed is catalogued from the bytes actually read (their hash,
+pixels and size) with the walk's mtime, so a later scan sees a different mtime and reads it
+again rather than trusting a half-written state.
 """
 from __future__ import annotations
 
@@ -66,9 +71,17 @@ class Ingester:
         return self.stats
 
     def _record_failure(self, entry: FileEntry, error: BaseException) -> None:
-        reason = error.reason if isinstance(error, DecodeError) else f"unexpected error ({error!r})"
-        log.info("cannot decode %s: %s", entry.path, reason)
-        self.catalog.add_problem(entry.path, "decode", reason, self.scan_id)
+        kind = "decode"
+        if not isinstance(error, DecodeError):
+            reason = f"unexpected error ({error!r})"
+            log.warning("cannot decode %s: %s", entry.path, reason, exc_info=error)
+        elif isinstance(error.__cause__, FileNotFoundError):
+            kind, reason = "vanished", "file disappeared during the scan (moved or deleted)"
+            log.info("%s: %s", entry.path, reason)
+        else:
+            reason = error.reason
+            log.info("cannot decode %s: %s", entry.path, reason)
+        self.catalog.add_problem(entry.path, kind, reason, self.scan_id)
         self.stats.failed += 1
 
     def _flush(self, batch: list[tuple[FileEntry, DecodedPhoto]]) -> None:
@@ -84,8 +97,9 @@ class Ingester:
                 for digest, row in zip(fresh, matrix):
                     self.catalog.put_embedding(digest, self.embedder.model_id, head, row)
             for entry, photo in batch:
+                # photo.size: the bytes hashed, which differ from the walk's if the file changed
                 file_id = self.catalog.upsert_file(
-                    entry.path, entry.size, entry.mtime_ns, photo.content_hash, photo.width,
+                    entry.path, photo.size, entry.mtime_ns, photo.content_hash, photo.width,
                     photo.height, photo.format, photo.capture_time, photo.camera, self.scan_id)
                 self.stats.changed_ids.add(file_id)
         self.known.update(fresh)

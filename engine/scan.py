@@ -5,6 +5,10 @@ TIFF, WebP, HEIC/HEIF, AVIF, Netpbm). A file whose name claims an image but whos
 (an empty file, a text file called ``.jpg``) is recorded as a problem; other files are ignored
 quietly. Symlinked folders are followed once: a link that leads back into a folder already
 walked is a loop and is recorded, not followed. Unreadable folders are recorded and skipped.
+Names that are not valid UTF-8 (old Latin-1 disks, broken archives) cannot be stored as text in
+the catalog; such a file or folder is recorded as a problem under a readable, escaped form of
+its path (``bad\\xff.jpg``) and skipped. Special files (FIFOs, sockets, devices) are never
+opened, so a named pipe called ``x.jpg`` cannot hang the scan.
 """
 from __future__ import annotations
 
@@ -34,7 +38,8 @@ class FileEntry:
 @dataclass(frozen=True)
 class ScanProblem:
     path: str
-    kind: str      # "empty", "not-image", "unreadable", "unreadable-folder", "symlink-loop"
+    kind: str      # "empty", "not-image", "unreadable", "unreadable-folder", "symlink-loop",
+                   # "bad-name"
     message: str
 
 
@@ -120,7 +125,11 @@ def _list_folder(folder: str, result: ScanResult) -> list[str] | None:
     for entry in entries:
         try:
             if entry.is_dir(follow_symlinks=True):
-                subfolders.append(entry.path)
+                if is_text(entry.path):
+                    subfolders.append(entry.path)
+                else:
+                    _problem(result, entry.path, "bad-name", "folder name is not valid UTF-8;"
+                             " skipped with everything in it (rename it to include it)")
             elif entry.is_file(follow_symlinks=True):
                 _consider_file(entry.path, entry.stat(follow_symlinks=True), result)
         except OSError as exc:
@@ -149,12 +158,30 @@ def _consider_file(path: str, info: os.stat_result, result: ScanResult) -> None:
     except OSError as exc:
         _problem(result, path, "unreadable", f"cannot read ({exc.strerror})")
         return
-    if sniff_format(head) is not None:
+    is_photo = sniff_format(head) is not None
+    if is_photo and not is_text(path):
+        _problem(result, path, "bad-name",
+                 "file name is not valid UTF-8; skipped (rename it to include it)")
+    elif is_photo:
         result.files.append(FileEntry(path, info.st_size, info.st_mtime_ns))
     elif claims_image:
         _problem(result, path, "not-image",
                  "named like an image but its content is not a known image format")
 
 
+def is_text(path: str) -> bool:
+    """True when ``path`` is valid Unicode (os.fsdecode gives lone surrogates otherwise)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(path: str) -> str:
+    """``path`` as storable text: undecodable bytes become ``\\xNN`` escapes."""
+    return path if is_text(path) else os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _problem(result: ScanResult, path: str, kind: str, message: str) -> None:
-    result.problems.append(ScanProblem(path, kind, message))
+    result.problems.append(ScanProblem(printable(path), kind, message))
