@@ -25,7 +25,8 @@ from PySide6.QtGui import QImage
 from engine.errors import Cancelled, LookalikeError
 from engine.library import Library
 from engine.thumbnails import ThumbnailCache
-from engine.trash import Trash
+from engine.review import check_removal
+from engine.trash import Trash, TrashError, is_inside
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_MS = 100
@@ -284,24 +285,50 @@ class Services:
     def dismiss(self, group) -> Job:
         return self.run(lambda job: self.library.dismiss(group), "not a duplicate")
 
-    def move_to_trash(self, files: list) -> Job:
-        """Move catalogued files (FileRecords) to the trash and forget them; result: records."""
+    def move_to_trash(self, files: list, groups: list) -> Job:
+        """Move catalogued files (FileRecords, as reviewed) to the trash or the removal folder
+        and forget them; result: records.
+
+        Refused before anything moves when a group of ``groups`` would lose its last copy
+        (``LastCopyError``) or a file changed since it was reviewed (``TrashError``).
+        """
         def work(job: Job):
+            check_removal(groups, [f.path for f in files])
+            self._check_removal_folder()
             try:
-                records = self.trash.remove([f.path for f in files],
-                                            content_hashes=[f.content_hash for f in files])
-            except LookalikeError:
+                records = self.trash.remove([f.path for f in files], reviewed=files)
+            except TrashError as exc:
                 # files moved before the one that failed are in the trash: forget those too
-                self.library.forget([r.original for r in self.trash.last_batch()])
+                self.library.forget([r.original for r in exc.moved])
                 raise
             self.library.forget([r.original for r in records])
             return records
         return self.run(work, "move to trash")
 
+    def set_removal_folder(self, folder: str | Path | None) -> None:
+        """Send removals to ``folder`` instead of the system trash (None: the trash again).
+        Earlier removals stay undoable either way (one journal)."""
+        self._system_trash = getattr(self, "_system_trash", self.trash)
+        if folder is None:
+            self.trash = self._system_trash
+        else:
+            self.trash = Trash(self._system_trash.journal_path, trash_dir=Path(folder), backend="folder")
+
+    def removal_folder(self) -> Path | None:
+        return self.trash.home if self.trash.backend == "folder" else None
+
+    def _check_removal_folder(self) -> None:
+        folder = self.removal_folder()
+        for root in self.library.folders() if folder is not None else []:
+            if is_inside(folder, root):
+                raise LookalikeError(f"{folder}: the removal folder is inside the photo folder {root}, "
+                                     "so the next scan would find the removed photos again; "
+                                     "choose a folder outside your photo folders")
+
     def undo_last_removal(self) -> Job:
-        """Put the last trashed batch back and re-add it to the library; result: paths."""
+        """Put the last removed batch back and re-add it to the library; result: paths."""
         def work(job: Job):
-            restored = self.trash.undo(self.trash.last_batch())
+            restored = self.trash.undo_last()
             if restored:
                 self.library.scan(restored, job.report)
             return restored

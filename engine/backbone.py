@@ -8,6 +8,7 @@ against the reference implementation in ``efficientnet-lite-pytorch``.
 """
 from __future__ import annotations
 
+import pickle
 import re
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def imagenet_state_dict(path: Path | None = None) -> dict[str, torch.Tensor]:
     """Load the pretrained weights in timm naming (classifier included)."""
     path = path or weights_file()
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as exc:
+        raw = torch.load(path, map_location="cpu", weights_only=True)  # never runs code from it
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
         raise ModelBundleError(path, f"cannot read pretrained weights ({exc})") from exc
     return {rename_key(k): v for k, v in raw.items()}

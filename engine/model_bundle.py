@@ -3,7 +3,10 @@
 The card says everything inference needs without training code: architecture (trunk, GeM,
 heads and dims), input size and normalisation, plus provenance (training data, recipe,
 metrics) and the calibrated similarity thresholds the engine groups with. Weights are
-safetensors (no pickle), optionally fp16 on disk; they load as fp32.
+safetensors (no pickle, so loading a bundle never runs code from it), optionally fp16 on
+disk; they load as fp32 after a check that every tensor the architecture needs is there,
+with its shape and a floating-point (or, for counters, integer) dtype and finite values, and
+nothing else is: a bad bundle is a ``ModelBundleError`` naming the file and the reason.
 """
 from __future__ import annotations
 
@@ -64,19 +67,60 @@ class ModelBundle:
             raise ModelBundleError(self.path / CARD, f"no '{level}' threshold for head '{head}'") from exc
 
     def build_network(self) -> EmbeddingNet:
-        net = EmbeddingNet(self.network_config)
+        """The network of the card with the bundle's weights (checked: names, shapes, dtypes)."""
+        try:
+            net = EmbeddingNet(self.network_config)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise ModelBundleError(self.path / CARD, f"the card's architecture is not one this app "
+                                                     f"can build ({exc})") from exc
+        expected = net.state_dict()
         try:
             state = load_file(self.path / WEIGHTS)
         except (OSError, SafetensorError) as exc:
-            raise ModelBundleError(self.path / WEIGHTS, f"cannot read weights ({exc})") from exc
-        state = {k: v.float() for k, v in state.items()}
-        try:
-            net.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+            raise ModelBundleError(self.path / WEIGHTS, f"cannot read weights, not a safetensors "
+                                                        f"file or damaged ({exc})") from exc
+        problems = weight_problems(state, expected)
+        if problems:
+            shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             raise ModelBundleError(self.path / WEIGHTS,
-                                   f"weights do not fit the card's architecture ({first})") from exc
+                                   f"weights do not fit the card's architecture: {shown}")
+        net.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
         return net.eval()
+
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def weight_problems(found: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> list[str]:
+    """Why ``found`` cannot be loaded where ``expected`` is: one reason per problem."""
+    problems = []
+    missing = [k for k in expected if k not in found]
+    extra = [k for k in found if k not in expected]
+    if missing:
+        problems.append(f"{len(missing)} tensor(s) missing ({_names(missing)})")
+    if extra:
+        problems.append(f"{len(extra)} unexpected tensor(s) ({_names(extra)})")
+    for key in (k for k in expected if k in found):
+        want, got = expected[key], found[key]
+        if tuple(got.shape) != tuple(want.shape):
+            problems.append(f"'{key}' has shape {tuple(got.shape)}, the architecture needs "
+                            f"{tuple(want.shape)}")
+        elif want.is_floating_point() and got.dtype not in _FLOATS:
+            problems.append(f"'{key}' is {_dtype(got)}, expected a floating-point tensor")
+        elif not want.is_floating_point() and (got.is_floating_point() or got.dtype == torch.bool
+                                               or got.is_complex()):
+            problems.append(f"'{key}' is {_dtype(got)}, expected an integer tensor ({_dtype(want)})")
+        elif got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            problems.append(f"'{key}' holds NaN or infinite values")
+    return problems
+
+
+def _names(keys: list[str]) -> str:
+    return ", ".join(f"'{k}'" for k in keys[:3]) + (", …" if len(keys) > 3 else "")
+
+
+def _dtype(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
 
 
 def resolve(model: str | Path | None = None, search_dirs: tuple[Path, ...] = ()) -> Path:
@@ -97,11 +141,17 @@ def load_bundle(model: str | Path | None = None, search_dirs: tuple[Path, ...] =
     folder = resolve(model, search_dirs)
     try:
         card = json.loads((folder / CARD).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelBundleError(folder / CARD, f"unreadable card ({exc})") from exc
+    if not isinstance(card, dict):
+        raise ModelBundleError(folder / CARD, "the card is not a JSON object")
     for key in ("name", "version", "architecture", "input"):
         if key not in card:
             raise ModelBundleError(folder / CARD, f"card lacks '{key}'")
+    if not isinstance(card["architecture"], dict):
+        raise ModelBundleError(folder / CARD, "the card's 'architecture' is not a JSON object")
+    if not isinstance(card.get("format", CARD_FORMAT), int):
+        raise ModelBundleError(folder / CARD, f"card format {card['format']!r} is not a number")
     if card.get("format", CARD_FORMAT) > CARD_FORMAT:
         raise ModelBundleError(folder / CARD, f"card format {card['format']} is newer than this app")
     if not (folder / WEIGHTS).is_file():

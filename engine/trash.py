@@ -1,248 +1,129 @@
-"""Safe removal: files go to the system trash, every move is journaled, and undo puts them back.
+"""Safe removal: files go to the system trash or to a folder the person chose, every move is
+journaled, and undo puts them back, also after a restart. Nothing is ever deleted.
 
-Nothing is ever deleted. On Linux/BSD the ``freedesktop`` backend follows the freedesktop.org
-Trash spec itself (home trash, or ``$topdir/.Trash-$uid`` for a file on another drive), so it
-knows where each file went; elsewhere ``send2trash`` hands the file to the platform's trash,
-which does not say where, so undo is not possible there.
+Backends:
 
-The journal is a JSON-lines file of ``{"op": "remove"|"restore", "batch": n, "record": {...}}``,
-appended with one write and an fsync before ``remove``/``undo`` return.
+- ``freedesktop`` (Linux/BSD): the freedesktop.org Trash spec (``engine/freedesktop.py``):
+  home trash, or the drive's ``$topdir/.Trash-$uid``, so the file is only ever renamed.
+- ``folder``: ``trash_dir`` is a folder the person chose; a file goes to the same path below
+  it (``/home/me/Photos/a.jpg`` → ``<folder>/home/me/Photos/a.jpg``), with " 2", " 3"... added
+  to the name when that is taken. On the same drive it is a rename; on another drive it is a
+  verified copy (copy, fsync, compare size and hash, then unlink; ``engine/safe_move.py``).
+- ``send2trash`` (elsewhere): the platform's trash, which does not say where the file went,
+  so undo is not possible there.
+
+Reviewed state: ``remove(..., reviewed=[FileRecord...])`` refuses a file that changed since
+the person looked at it (size, modification time, and content hash when size and time
+match; ``engine/review.py``). Every file is checked before the first one moves, so a changed
+file means nothing moves; each is stat-checked again just before it moves, and a change found
+then stops the batch there (the files already moved stay journaled: ``TrashError.moved``).
+
+The journal (``engine/trash_journal.py``) is fsynced before ``remove``/``undo`` return.
 """
 from __future__ import annotations
 
-import json
+import errno
 import logging
 import os
 import stat
 import sys
 import threading
-from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
-from urllib.parse import quote
 
 import send2trash
 
-from engine.errors import FileError
+from engine import freedesktop
+from engine.freedesktop import home_trash_dir, topdir_trash  # noqa: F401  (re-exported)
+from engine.review import Reviewed, change_since_review
+from engine.safe_move import OCCUPIED, move_no_replace
+from engine.trash_journal import Journal, TrashError, TrashRecord
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "freedesktop", "send2trash")
+BACKENDS = ("auto", "freedesktop", "folder", "send2trash")
 UNDO_UNSUPPORTED = "cannot undo on this platform; the file is in the system trash"
-_OCCUPIED = "something now exists at this path; not overwriting it"
-_INFO_SUFFIX = ".trashinfo"
+_LEFT = "it and the files after it were left in place"
 
-
-class TrashError(FileError):
-    """A file could not be moved to the trash or restored from it; nothing was deleted."""
-
-
-@dataclass(frozen=True)
-class TrashRecord:
-    original: str  # absolute path the file had
-    trashed: str | None  # where it now lies; None when the platform's trash does not say
-    size: int
-    content_hash: str | None
-    when: str  # ISO-8601 UTC
-
-
-def home_trash_dir() -> Path:
-    """``$XDG_DATA_HOME/Trash``, or ``~/.local/share/Trash`` (the freedesktop home trash)."""
-    data_home = os.environ.get("XDG_DATA_HOME", "")
-    if not os.path.isabs(data_home):  # unset, empty or relative: the basedir spec says ignore
-        data_home = os.path.expanduser("~/.local/share")
-    return Path(data_home) / "Trash"
-
-
-def mount_point(path: str | Path) -> Path:
-    """The mount point (``$topdir``) of the filesystem holding ``path``."""
-    p = os.path.realpath(path)
-    while not os.path.ismount(p):
-        p = os.path.dirname(p)
-    return Path(p)
-
-
-def topdir_trash(path: str) -> tuple[Path, Path]:
-    """``(topdir, $topdir/.Trash-$uid)`` for a file on another drive than the home trash.
-
-    Creates the folder and its ``files``/``info`` with mode 0700; refuses (``TrashError``) a
-    folder that is a symlink, not ours, or on another filesystem than the file.
-    """
-    if not hasattr(os, "getuid"):
-        raise TrashError(path, "this platform has no per-drive trash; the file was left in place")
-    top = mount_point(os.path.dirname(path))
-    trash = top / f".Trash-{os.getuid()}"
-    try:
-        if not os.path.lexists(trash):
-            os.mkdir(trash, 0o700)
-        st = os.lstat(trash)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-            raise TrashError(path, f"{trash} is not a private folder of this user; "
-                                   "the file was left in place")
-        for sub in ("files", "info"):
-            os.makedirs(trash / sub, 0o700, exist_ok=True)
-        same_drive = os.stat(trash).st_dev == os.lstat(path).st_dev
-    except OSError as e:
-        raise TrashError(path, f"cannot use the drive's trash folder {trash} ({e.strerror}); "
-                               "the file was left in place") from e
-    if not same_drive:
-        raise TrashError(path, "found no trash folder on the file's drive; "
-                               "the file was left in place")
-    return top, trash
-
-
-def _trashinfo(original: str, topdir: Path | None) -> bytes:
-    """The ``.trashinfo`` text: absolute Path in the home trash, relative under a topdir."""
-    where = original
-    if topdir is not None:
-        real = os.path.join(os.path.realpath(os.path.dirname(original)), os.path.basename(original))
-        rel = os.path.relpath(real, topdir)
-        if not rel.startswith(".."):  # the spec forbids ".." in a relative Path
-            where = rel
-    date = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")  # local time, as the spec says
-    text = f"[Trash Info]\nPath={quote(os.fsencode(where), safe='/')}\nDeletionDate={date}\n"
-    return text.encode("ascii")
-
-
-def _reserve(trash: Path, name: str, info: bytes) -> tuple[Path, Path]:
-    """Create ``info/<name>.trashinfo`` atomically (O_EXCL), adding " 2", " 3"... on collision."""
-    stem, ext = os.path.splitext(name)
-    n = 0
-    while True:
-        n += 1
-        candidate = name if n == 1 else f"{stem} {n}{ext}"
-        dest = trash / "files" / candidate
-        info_path = trash / "info" / (candidate + _INFO_SUFFIX)
-        if os.path.lexists(dest):
-            continue
-        try:
-            fd = os.open(info_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            continue
-        try:
-            os.write(fd, info)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return dest, info_path
-
-
-def _move_no_replace(src: str, dst: str) -> None:
-    """Move ``src`` to ``dst`` without ever replacing an existing ``dst``."""
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    try:
-        os.link(src, dst, follow_symlinks=False)  # fails atomically if dst exists
-    except FileExistsError:
-        raise TrashError(dst, _OCCUPIED) from None
-    except OSError:  # a filesystem without hard links: check, then rename
-        if os.path.lexists(dst):
-            raise TrashError(dst, _OCCUPIED) from None
-        os.rename(src, dst)
-        return
-    os.unlink(src)
-
-
-class _Journal:
-    """Append-only JSON-lines log of removals and restores."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def entries(self) -> list[tuple[str, int, TrashRecord]]:
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return []
-        except OSError as e:
-            raise TrashError(self.path, f"cannot read the trash journal: {e.strerror}") from e
-        out = []
-        for number, line in enumerate(data.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-                op, batch, record = entry["op"], int(entry["batch"]), TrashRecord(**entry["record"])
-                if op not in ("remove", "restore"):
-                    raise ValueError(f"unknown op {op!r}")
-            except (ValueError, KeyError, TypeError) as e:  # e.g. a line cut short by a crash
-                log.warning("%s: skipping damaged journal line %d (%s)", self.path, number, e)
-                continue
-            out.append((op, batch, record))
-        return out
-
-    def pending(self) -> dict[TrashRecord, int]:
-        """Records removed and not restored, oldest first, each with its batch number."""
-        pending: dict[TrashRecord, int] = {}
-        for op, batch, record in self.entries():
-            if op == "remove":
-                pending[record] = batch
-            else:
-                pending.pop(record, None)
-        return pending
-
-    def append(self, op: str, items: Sequence[tuple[int, TrashRecord]]) -> None:
-        if not items:
-            return
-        text = "".join(json.dumps({"op": op, "batch": b, "record": asdict(r)}) + "\n"
-                       for b, r in items).encode("ascii")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
-                    text = b"\n" + text  # end a line cut short by a crash
-                view = memoryview(text)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as e:
-            raise TrashError(self.path, f"cannot write the trash journal ({e.strerror}); "
-                                        f"{len(items)} file(s) were {op}d but not recorded") from e
+__all__ = ["BACKENDS", "UNDO_UNSUPPORTED", "Trash", "TrashError", "TrashRecord", "is_inside",
+           "topdir_trash"]
 
 
 def _resolve_backend(backend: str, trash_dir: Path | None) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown trash backend {backend!r}; expected one of {BACKENDS}")
     if backend == "send2trash" and trash_dir is not None:
-        raise ValueError("trash_dir applies only to the freedesktop backend")
+        raise ValueError("trash_dir does not apply to the send2trash backend")
+    if backend == "folder" and trash_dir is None:
+        raise ValueError("the folder backend needs trash_dir, the folder to move files into")
     if backend != "auto":
         return backend
     freedesktop_os = sys.platform.startswith("linux") or "bsd" in sys.platform
     return "freedesktop" if freedesktop_os or trash_dir is not None else "send2trash"
 
 
+def mirrored(path: str) -> Path:
+    """``/a/b.jpg`` → ``a/b.jpg``; ``C:\\a\\b.jpg`` → ``C/a/b.jpg``: a path to put below a folder."""
+    p = Path(path)
+    drive = p.drive.rstrip(":").replace("\\", "_").strip("_") if p.drive else ""
+    return Path(drive, *p.parts[1:]) if p.anchor else p
+
+
+def is_inside(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it (symlinks resolved)."""
+    real, top = os.path.realpath(path), os.path.realpath(folder)
+    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+
+
 class Trash:
-    """Moves files to the trash with a journal, and undoes it. Thread-safe."""
+    """Moves files to the trash (or a chosen folder) with a journal, and undoes it. Thread-safe.
+
+    ``trash_dir``: for ``freedesktop``, the home trash to use instead of the user's (tests);
+    for ``folder``, the folder the person chose.
+    """
 
     def __init__(self, journal_path: Path, *, trash_dir: Path | None = None,
                  backend: str = "auto"):
         self.backend = _resolve_backend(backend, trash_dir)
         self.home = Path(trash_dir) if trash_dir is not None else home_trash_dir()
-        self._journal = _Journal(Path(journal_path))
+        self.journal_path = Path(journal_path)
+        self._journal = Journal(self.journal_path)
         self._lock = threading.Lock()
 
     def remove(self, paths: Sequence[str | Path], *,
-               content_hashes: Sequence[str | None] | None = None) -> list[TrashRecord]:
-        """Move each file to the trash, in order; stops at the first failure (``TrashError``).
+               content_hashes: Sequence[str | None] | None = None,
+               reviewed: Sequence[Reviewed | None] | None = None) -> list[TrashRecord]:
+        """Move each file away, in order; ``TrashError`` (naming the file) on the first refusal.
 
-        Files moved before a failure stay moved and are journaled.
+        ``reviewed[i]`` (e.g. the ``FileRecord`` the person saw) is the state file ``i`` must
+        still have. A missing, changed or folder path found before the first move means nothing
+        moves; a failure later leaves the earlier files moved and journaled (``error.moved``).
         """
-        hashes = list(content_hashes) if content_hashes is not None else [None] * len(paths)
-        if len(hashes) != len(paths):
-            raise ValueError(f"{len(paths)} paths but {len(hashes)} content hashes")
+        paths = [os.path.abspath(os.fspath(p)) for p in paths]
+        states = list(reviewed) if reviewed is not None else [None] * len(paths)
+        if content_hashes is None:
+            content_hashes = [getattr(s, "content_hash", None) for s in states]
+        hashes = list(content_hashes)
+        if not len(paths) == len(hashes) == len(states):
+            raise ValueError(f"{len(paths)} paths but {len(hashes)} content hashes "
+                             f"and {len(states)} reviewed states")
+        if len(set(paths)) != len(paths):
+            raise ValueError("a path is listed twice")
         with self._lock:
-            batch = max((b for _, b, _ in self._journal.entries()), default=0) + 1
+            for path, state in zip(paths, states):
+                self._preflight(path, state)
+            batch = self._journal.next_batch()
             done: list[TrashRecord] = []
             try:
-                for path, content_hash in zip(paths, hashes):
-                    done.append(self._remove_one(os.path.abspath(os.fspath(path)), content_hash))
+                for path, content_hash, state in zip(paths, hashes, states):
+                    done.append(self._remove_one(path, content_hash, state))
+            except TrashError as e:
+                e.moved = list(done)
+                raise
             finally:
                 self._journal.append("remove", [(batch, r) for r in done])
-        log.info("moved %d file(s) to the trash (batch %d)", len(done), batch)
+        log.info("moved %d file(s) away (%s, batch %d)", len(done), self.backend, batch)
         return done
 
     def undo(self, records: Sequence[TrashRecord]) -> list[str]:
@@ -262,8 +143,12 @@ class Trash:
                     restored.append(record)
             finally:
                 self._journal.append("restore", [(pending[r], r) for r in restored])
-        log.info("restored %d file(s) from the trash", len(restored))
+        log.info("restored %d file(s)", len(restored))
         return [r.original for r in restored]
+
+    def undo_last(self) -> list[str]:
+        """Undo the most recent removal batch (also one made before a restart)."""
+        return self.undo(self.last_batch())
 
     def history(self) -> list[TrashRecord]:
         """Journal records not yet restored, newest last."""
@@ -273,20 +158,35 @@ class Trash:
     def last_batch(self) -> list[TrashRecord]:
         """Records of the most recent ``remove`` call (that moved anything) not yet restored."""
         with self._lock:
-            entries = self._journal.entries()
-            last = max((b for op, b, _ in entries if op == "remove"), default=None)
-            return [r for r, b in self._journal.pending().items() if b == last]
+            return self._journal.last_batch()
 
-    def _remove_one(self, path: str, content_hash: str | None) -> TrashRecord:
+    # ---- removing ---------------------------------------------------------------------------
+    def _preflight(self, path: str, state: Reviewed | None) -> None:
+        """Checks made for every file before the first one moves."""
         try:
             st = os.lstat(path)
         except FileNotFoundError:
-            raise TrashError(path, "no such file; it and the files after it were left "
-                                   "in place") from None
+            raise TrashError(path, "no such file; nothing was moved") from None
         except OSError as e:
-            raise TrashError(path, f"cannot read it: {e.strerror}") from e
+            raise TrashError(path, f"cannot read it ({e.strerror}); nothing was moved") from e
         if stat.S_ISDIR(st.st_mode) or os.path.isdir(path):
             raise TrashError(path, "is a folder; only files are moved to the trash")
+        if self.backend == "folder" and is_inside(path, self.home):
+            raise TrashError(path, f"is already inside the removal folder {self.home}")
+        reason = change_since_review(path, state) if state is not None else None
+        if reason:
+            raise TrashError(path, f"{reason}; nothing was moved")
+
+    def _remove_one(self, path: str, content_hash: str | None, state: Reviewed | None) -> TrashRecord:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise TrashError(path, f"no such file; {_LEFT}") from None
+        except OSError as e:
+            raise TrashError(path, f"cannot read it: {e.strerror}") from e
+        reason = change_since_review(path, state, hash_content=False) if state is not None else None
+        if reason:  # changed in the moments since the checks above
+            raise TrashError(path, f"{reason}; {_LEFT}")
         when = datetime.now(timezone.utc).isoformat(timespec="microseconds")
         if self.backend == "send2trash":
             try:
@@ -294,10 +194,12 @@ class Trash:
             except OSError as e:
                 raise TrashError(path, f"the system trash refused it: {e}") from e
             trashed = None
+        elif self.backend == "folder":
+            trashed = self._move_to_folder(path)
         else:
             trashed = self._move_to_trash(path, st.st_dev)
-        log.debug("trashed %s -> %s", path, trashed)
-        return TrashRecord(path, trashed, st.st_size, content_hash, when)
+        log.debug("moved %s -> %s", path, trashed)
+        return TrashRecord(path, trashed, st.st_size, content_hash, when, self.backend)
 
     def _on_home_device(self, dev: int) -> bool:
         for folder in (self.home, *self.home.parents):  # the trash may not exist yet
@@ -318,8 +220,9 @@ class Trash:
                                        f"({e.strerror}); the file was left in place") from e
         else:
             topdir, trash = topdir_trash(path)
+        info = freedesktop.trashinfo(path, topdir)
         try:
-            dest, info_path = _reserve(trash, os.path.basename(path), _trashinfo(path, topdir))
+            dest, info_path = freedesktop.reserve(trash, os.path.basename(path), info)
         except OSError as e:
             raise TrashError(path, f"cannot write its trash info in {trash} ({e.strerror}); "
                                    "the file was left in place") from e
@@ -331,29 +234,66 @@ class Trash:
                                    "the file was left in place") from e
         return str(dest)
 
+    def _move_to_folder(self, path: str) -> str:
+        target = self.home / mirrored(path)
+        stem, ext = os.path.splitext(target.name)
+        for n in range(1, 10_000):
+            dest = target if n == 1 else target.with_name(f"{stem} {n}{ext}")
+            try:
+                move_no_replace(path, str(dest))
+                return str(dest)
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise TrashError(path, f"cannot move it into {self.home} ({e.strerror}); "
+                                       "the file was left in place") from e
+        raise TrashError(path, f"no free name for it in {target.parent}; the file was left in place")
+
+    # ---- restoring --------------------------------------------------------------------------
     @staticmethod
     def _check_restorable(record: TrashRecord, pending: dict[TrashRecord, int]) -> None:
         if record not in pending:
             raise TrashError(record.original, "is not in the trash journal (already restored?)")
         if record.trashed is None:
             raise TrashError(record.original, UNDO_UNSUPPORTED)
-        if not os.path.lexists(record.trashed):
-            raise TrashError(record.original, f"is no longer in the trash ({record.trashed}); "
-                                              "the trash may have been emptied")
-        if os.path.lexists(record.original):
-            raise TrashError(record.original, _OCCUPIED)
-
-    @staticmethod
-    def _restore_one(record: TrashRecord) -> None:
-        trashed = Path(record.trashed)
         try:
-            _move_no_replace(str(trashed), record.original)
+            st = os.lstat(record.trashed)
+        except OSError:
+            raise TrashError(record.original, f"is no longer in the trash ({record.trashed}); "
+                                              "the trash may have been emptied") from None
+        if stat.S_ISREG(st.st_mode) and st.st_size != record.size:
+            raise TrashError(record.original, f"{record.trashed} is not the file that was removed "
+                                              f"(size {record.size} → {st.st_size} bytes)")
+        if os.path.lexists(record.original):
+            raise TrashError(record.original, OCCUPIED)
+
+    def _restore_one(self, record: TrashRecord) -> None:
+        try:
+            move_no_replace(record.trashed, record.original)
         except OSError as e:
-            raise TrashError(record.original, f"cannot restore it from {trashed} "
-                                              f"({e.strerror})") from e
-        info = trashed.parent.parent / "info" / (trashed.name + _INFO_SUFFIX)
+            reason = OCCUPIED if isinstance(e, FileExistsError) else e.strerror
+            raise TrashError(record.original, f"cannot restore it from {record.trashed} "
+                                              f"({reason})") from e
+        if record.backend == "folder":
+            self._prune_empty_folders(Path(record.trashed).parent)
+            return
+        info = freedesktop.info_file(record.trashed)
         try:
             info.unlink()
         except OSError as e:
             log.warning("%s: restored, but its trash info %s was not removed (%s)",
                         record.original, info, e.strerror)
+
+    def _prune_empty_folders(self, folder: Path) -> None:
+        """Remove the now-empty mirrored folders below the removal folder (never the folder)."""
+        if self.backend != "folder" or not is_inside(str(folder), self.home):
+            return
+        top = os.path.realpath(self.home)
+        while os.path.realpath(folder) != top:
+            try:
+                folder.rmdir()
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                    log.debug("%s: left in place (%s)", folder, e.strerror)
+                return
+            folder = folder.parent

@@ -3,7 +3,10 @@
 All work runs as ``services`` jobs; results of a regroup that is no longer the latest are
 ignored. The decisions themselves live in ``ReviewState`` (plain Python, see group_model).
 Nothing is moved before the person confirms a summary (files, space freed), and a removal
-that would leave a group without any copy is refused. The last removal can be undone.
+that would leave a group without any copy is refused — here, and again by the engine
+(``Services.move_to_trash`` gets the groups and the reviewed FileRecords, so a kept copy that
+vanished or a file changed since the review is refused too). Files go to the system trash or
+to the folder set with ``Services.set_removal_folder``. The last removal can be undone.
 """
 from __future__ import annotations
 
@@ -362,18 +365,22 @@ class DuplicatesView(QWidget):
             self.warn(f"Nothing was moved: in {len(losing)} group(s) every copy is marked for removal "
                       f"({names}). Keep at least one photo in each group.")
             return None
-        if not files or self._busy or not self.confirm(self.state.summary()):
+        if not files or self._busy or not self.confirm(self.state.summary(self._destination())):
             return None
         self._set_busy(True)
-        job = self.services.move_to_trash(files)
+        job = self.services.move_to_trash(files, self.state.groups)   # the engine checks again
         job.finished.connect(self._on_trash_finished)
         job.failed.connect(self._on_change_failed)
         return job
 
     remove_marked = move_marked_to_trash
 
+    def _destination(self) -> str:
+        folder = self.services.removal_folder()
+        return "the trash" if folder is None else f"the folder {folder}"
+
     def _on_trash_finished(self, records) -> None:
-        self._after_change(f"Moved {len(records or [])} file(s) to the trash")
+        self._after_change(f"Moved {len(records or [])} file(s) to {self._destination()}")
 
     def undo(self):
         if self._busy or not self.services.can_undo():

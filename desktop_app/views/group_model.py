@@ -105,10 +105,10 @@ class ReviewState:
     def space_to_free(self) -> int:
         return sum(f.size or 0 for f in self.marked_files())
 
-    def summary(self) -> str:
+    def summary(self, destination: str = "the trash") -> str:
         """What a removal would do: a headline, a blank line, then every path."""
         files = self.marked_files()
-        return (f"Move {len(files)} file(s) to the trash? {format_bytes(self.space_to_free())} will be "
+        return (f"Move {len(files)} file(s) to {destination}? {format_bytes(self.space_to_free())} will be "
                 "freed. You can undo this from the app.\n\n" + "\n".join(f.path for f in files))
 
     # ---- rules (every group at once) --------------------------------------------------------

@@ -240,6 +240,60 @@ def test_refuses_to_remove_every_copy_and_waits_for_confirmation(view, qtbot, ph
     assert len(list(photo_folder.rglob("*.jpg"))) == 5 and len(view.marked_files()) == 3
 
 
+def failed_removal(view, qtbot) -> str:
+    with qtbot.waitSignal(view.libraryChanged, timeout=WAIT):
+        view.trash_button.click()
+    return view.warnings[-1]
+
+
+def test_engine_refuses_when_the_kept_copy_vanished_from_disk(view, qtbot, photo_folder, tmp_path):
+    group = refreshed(view, qtbot)[0]
+    os.unlink(group.keep.path)             # deleted outside the app after the review
+    message = failed_removal(view, qtbot)
+    assert "no copy" in message and group.keep.path in message and "no longer on disk" in message
+    assert len(list(photo_folder.rglob("*.jpg"))) == 4
+    assert not (tmp_path / "fake-trash" / "files").exists() or not any((tmp_path / "fake-trash" / "files").iterdir())
+
+
+def test_file_changed_since_review_is_refused_and_nothing_moves(view, qtbot, photo_folder):
+    refreshed(view, qtbot)
+    first, second = view.marked_files()
+    with open(second.path, "ab") as f:     # edited in another program after the review
+        f.write(b"more")
+    message = failed_removal(view, qtbot)
+    assert second.path in message and "changed since it was reviewed" in message
+    assert "nothing was moved" in message and os.path.exists(first.path)
+    assert not view.services.can_undo()
+
+
+def test_removal_to_a_chosen_folder_and_undo(view, qtbot, photo_folder, tmp_path):
+    chosen = tmp_path / "put aside"
+    chosen.mkdir()
+    view.services.set_removal_folder(chosen)
+    refreshed(view, qtbot)
+    marked_files = view.marked_files()
+    asked = []
+    view.confirm = lambda text: asked.append(text) or True
+    with qtbot.waitSignal(view.libraryChanged, timeout=WAIT):
+        view.trash_button.click()
+    assert asked[0].startswith(f"Move 2 file(s) to the folder {chosen}?")
+    for f in marked_files:
+        assert not os.path.exists(f.path) and (chosen / f.path.lstrip("/")).is_file()
+    with qtbot.waitSignal(view.libraryChanged, timeout=WAIT):
+        view.undo_button.click()
+    assert all(os.path.exists(f.path) for f in marked_files) and list(chosen.iterdir()) == []
+    view.services.set_removal_folder(None)
+    assert view.services.removal_folder() is None
+
+
+def test_a_removal_folder_inside_a_photo_folder_is_refused(view, qtbot, photo_folder):
+    view.services.set_removal_folder(photo_folder / "removed")
+    refreshed(view, qtbot)
+    message = failed_removal(view, qtbot)
+    assert "inside the photo folder" in message
+    assert len(list(photo_folder.rglob("*.jpg"))) == 5
+
+
 def test_rules_apply_to_the_view(view, qtbot, photo_folder):
     refreshed(view, qtbot)
     view.choose_folder = lambda: str(photo_folder / "copies")
