@@ -28,6 +28,16 @@ def threshold_overrides(prefs: QSettings) -> dict[str, float]:
     return out
 
 
+def apply_removal_folder(services, prefs: QSettings) -> None:
+    """Removed photos go to the chosen folder when one is set, else to the system trash."""
+    folder = str(prefs.value("removal/folder") or "").strip()
+    try:
+        services.set_removal_folder(folder or None)
+    except LookalikeError as exc:
+        QMessageBox.warning(None, "Lookalike", f"Removed photos will go to the system trash:\n{exc}")
+        services.set_removal_folder(None)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lookalike-gui", description="The Lookalike window.")
     parser.add_argument("--library", type=Path, help="library folder (default: from settings)")
@@ -51,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         QMessageBox.critical(None, "Lookalike", f"Cannot open the library:\n{exc}")
         return 1
     services.threshold_overrides = threshold_overrides(prefs)
+    apply_removal_folder(services, prefs)
     window = MainWindow(services)
     window.show()
     services.trim_thumbnails()

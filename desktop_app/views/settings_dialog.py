@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpin
                                QVBoxLayout)
 
 KEYS = ("library/folder", "model/device", "thresholds/near", "thresholds/similar", "model/name",
-        "thumbnails/max_mb")
+        "thumbnails/max_mb", "removal/folder")
 DEVICES = (("auto", "Auto (CUDA when available)"), ("cpu", "CPU"), ("cuda", "CUDA"))
 DEFAULT_MODEL_LABEL = "Built-in default"
 DEFAULT_CACHE_MB = 512
@@ -66,6 +66,13 @@ class SettingsDialog(QDialog):
         self.cache_spin.setRange(16, 1_000_000)
         self.cache_spin.setSingleStep(64)
         self.cache_spin.setSuffix(" MB")
+        self.removal_edit = QLineEdit()
+        self.removal_edit.setPlaceholderText("the system trash")
+        removal_browse = QPushButton("Choose…")
+        removal_browse.clicked.connect(self._on_removal_browse_clicked)
+        removal_row = QHBoxLayout()
+        removal_row.addWidget(self.removal_edit, 1)
+        removal_row.addWidget(removal_browse)
 
         form = QFormLayout()
         form.addRow("Library location", folder_row)
@@ -76,6 +83,7 @@ class SettingsDialog(QDialog):
         form.addRow("", self.reset_button)
         form.addRow("Model", self.model_combo)
         form.addRow("Thumbnail cache", self.cache_spin)
+        form.addRow("Move removed photos to", removal_row)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -103,6 +111,7 @@ class SettingsDialog(QDialog):
             self.model_combo.addItem(f"{model} (missing)", model)
         self.model_combo.setCurrentIndex(max(0, self.model_combo.findData(model)))
         self.cache_spin.setValue(s.value("thumbnails/max_mb", DEFAULT_CACHE_MB, type=int))
+        self.removal_edit.setText(str(s.value("removal/folder", "") or ""))
 
     def values(self) -> dict:
         return {"library/folder": self.folder_edit.text().strip(),
@@ -110,7 +119,8 @@ class SettingsDialog(QDialog):
                 "thresholds/near": round(self.near_spin.value(), 3),
                 "thresholds/similar": round(self.similar_spin.value(), 3),
                 "model/name": self.model_combo.currentData(),
-                "thumbnails/max_mb": self.cache_spin.value()}
+                "thumbnails/max_mb": self.cache_spin.value(),
+                "removal/folder": self.removal_edit.text().strip()}
 
     def save(self) -> None:
         for key, value in self.values().items():
@@ -122,6 +132,12 @@ class SettingsDialog(QDialog):
         super().accept()
 
     # ---- slots --------------------------------------------------------------------------
+    @Slot()
+    def _on_removal_browse_clicked(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Move removed photos to")
+        if folder:
+            self.removal_edit.setText(folder)
+
     @Slot()
     def _on_browse_button_clicked(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Library location", self.folder_edit.text())

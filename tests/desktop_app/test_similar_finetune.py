@@ -203,10 +203,11 @@ def test_settings_prefill_round_trip_and_reset(qtbot, services, ini_settings, tm
     dialog.similar_spin.setValue(0.42)
     dialog.model_combo.setCurrentIndex(0)
     dialog.cache_spin.setValue(2048)
+    dialog.removal_edit.setText(str(tmp_path / "removed"))
     dialog.accept()
     expected = {"library/folder": str(tmp_path / "elsewhere"), "model/device": "cuda",
                 "thresholds/near": 0.91, "thresholds/similar": 0.42, "model/name": "",
-                "thumbnails/max_mb": 2048}
+                "thumbnails/max_mb": 2048, "removal/folder": str(tmp_path / "removed")}
     assert dialog.values() == expected
 
     reread = QSettings(str(tmp_path / "lookalike.ini"), QSettings.Format.IniFormat)
