@@ -8,7 +8,7 @@ import logging
 import os
 import sqlite3
 import threading
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 3
 _CHUNK = 500  # ids per IN (...) clause, well under SQLite's variable limit
+_STAMP = "content_stamp"  # meta key: bumped in the same transaction as every photo change
 _FILE_COLS = "id, path, size, mtime_ns, content_hash, width, height, format, capture_time, camera"
 _UPSERT_COLS = _FILE_COLS.split(", ")[1:] + ["last_seen_scan"]
 _UPSERT = (f"INSERT INTO files ({', '.join(_UPSERT_COLS)})"
@@ -212,9 +213,25 @@ class Catalog:
                 self._conn.execute("ROLLBACK")
             raise CatalogError(f"{self.path}: could not end transaction: {exc}") from exc
 
+    def snapshot(self) -> AbstractContextManager[Catalog]:
+        """A consistent view for several reads: one transaction, other threads wait."""
+        return self.transaction()
+
     def _write(self, sql: str, params: Iterable = ()) -> sqlite3.Cursor:
         with self.transaction():
             return self._conn.execute(sql, tuple(params))
+
+    def _touch(self) -> None:
+        """Bump the content stamp; called inside the transaction that changes photos, so a
+        saved index stamped with the old value reads as stale even after a crash."""
+        self._conn.execute("INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT(key)"
+                           " DO UPDATE SET value = CAST(value AS INTEGER) + 1", (_STAMP,))
+
+    @_guarded
+    def content_stamp(self) -> int:
+        """Changes whenever files or embeddings change (and only then)."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (_STAMP,)).fetchone()
+        return int(row[0]) if row else 0
 
     @_guarded
     def start_scan(self, roots: list[str]) -> int:
@@ -239,6 +256,7 @@ class Catalog:
         with self.transaction():
             self._conn.execute(_UPSERT, (path, size, mtime_ns, content_hash, width, height,
                                          format, capture_time, camera, scan_id))
+            self._touch()
             row = self._conn.execute("SELECT id FROM files WHERE path = ?", (path,)).fetchone()
             return int(row[0])
 
@@ -260,6 +278,8 @@ class Catalog:
             orphans = self._conn.execute(
                 "DELETE FROM embeddings WHERE content_hash NOT IN"
                 " (SELECT content_hash FROM files)").rowcount
+            if ids or orphans:
+                self._touch()
         log.info("swept %d missing files and %d orphan embeddings", len(ids), orphans)
         return ids
 
@@ -315,9 +335,11 @@ class Catalog:
         vec = np.ascontiguousarray(vector, dtype=np.float32)
         if vec.ndim != 1:
             raise ValueError(f"embedding must be one-dimensional, got shape {vec.shape}")
-        self._write("INSERT OR REPLACE INTO embeddings (content_hash, model_id, head, dim,"
-                    " vector) VALUES (?, ?, ?, ?, ?)",
-                    (content_hash, model_id, head, vec.size, vec.tobytes()))
+        with self.transaction():
+            self._write("INSERT OR REPLACE INTO embeddings (content_hash, model_id, head, dim,"
+                        " vector) VALUES (?, ?, ?, ?, ?)",
+                        (content_hash, model_id, head, vec.size, vec.tobytes()))
+            self._touch()
 
     @_guarded
     def get_embedding(self, content_hash: str, model_id: str, head: str) -> np.ndarray | None:

@@ -11,6 +11,7 @@ import os
 import struct
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -31,6 +32,8 @@ _NOT_CONTIGUOUS = "contiguous 2D array"  # hnswlib: fewer than k results were re
 _DELETED_BYTE, _DELETE_MARK = 2, 0x01  # hnswlib marks a deleted item in its level-0 record
 _BRUTE_CHUNK = 8192
 _INT_KEYS = ("dim", "M", "ef_construction", "ef", "capacity", "count")
+_TEMP_SUFFIX = ".tmp"
+_TEMP_MAX_AGE_S = 24 * 3600  # where a writer's pid cannot be checked
 
 
 class _RWLock:
@@ -387,9 +390,53 @@ def _live_labels(path: Path, header: dict) -> set[int]:
 
 
 def _temp_path(target: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    """``.<name>.<pid>.<random>.tmp``: the pid tells ``remove_stale_temps`` whether its writer
+    is still alive."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=_TEMP_SUFFIX,
+                                dir=target.parent)
     os.close(fd)
     return Path(name)
+
+
+def remove_stale_temps(folder: str | Path) -> int:
+    """Delete the temporaries of saves whose process died mid-write (killed, power cut).
+
+    A temporary is stale when its writer's process is gone (POSIX), or, where that cannot be
+    asked, when it is older than a day. Returns how many were removed.
+    """
+    removed = 0
+    for temp in Path(folder).glob(f".*{_TEMP_SUFFIX}"):
+        if _writer_alive(temp):
+            continue
+        try:
+            temp.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("cannot remove stale temporary %s: %s", temp, exc)
+    if removed:
+        log.info("removed %d temporaries left by interrupted saves in %s", removed, folder)
+    return removed
+
+
+def _writer_alive(temp: Path) -> bool:
+    parts = temp.name.rsplit(".", 3)  # [".<name>", "<pid>", "<random>", "tmp"]
+    pid = int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else None
+    if pid is None or os.name != "posix":  # os.kill(pid, 0) would terminate it on Windows
+        try:
+            return time.time() - temp.stat().st_mtime < _TEMP_MAX_AGE_S
+        except FileNotFoundError:
+            return True
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
 
 
 def _fsync_file(path: Path) -> None:

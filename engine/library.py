@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from engine.catalog import Catalog, FileRecord, Problem
 from engine.embedding import Embedder
 from engine.errors import LookalikeError
 from engine.grouping import group_neighbours
-from engine.index import VectorIndex
+from engine.index import VectorIndex, remove_stale_temps
 from engine.ingest import Ingester
 from engine.keeper import Candidate, choose_keeper
 from engine.model_bundle import ModelBundle, load_bundle
@@ -80,7 +81,12 @@ def default_folder() -> Path:
 
 
 class Library:
-    """Construct once and pass around. ``embedder`` is loaded lazily unless given."""
+    """Construct once and pass around. ``embedder`` is loaded lazily unless given.
+
+    Safe to share between threads: queries may run while a scan adds photos. One scan or
+    ``forget`` runs at a time; indexes are created, synced and queried under one lock, so a
+    query never sees an index half updated or swapped.
+    """
 
     def __init__(self, folder: str | Path | None = None, *, model: str | None = None,
                  device: str = "auto", embedder: Embedder | None = None):
@@ -91,6 +97,10 @@ class Library:
         self._device = device
         self._indexes: dict[str, VectorIndex] = {}
         self._knn_cache: dict = {}
+        self._lock = threading.RLock()        # _indexes, _knn_cache, index files and stamps
+        self._writing = threading.Lock()      # one scan or forget at a time
+        self._noted_stamp: int | None = None  # content stamp before the running change
+        remove_stale_temps(self.folder / "index")
 
     def close(self) -> None:
         self.catalog.close()
@@ -134,8 +144,10 @@ class Library:
 
     def forget(self, paths) -> int:
         """Drop files (or everything under folders) from the catalog and the indexes."""
-        removed = self.catalog.sweep([normalise(p) for p in paths], scan_id=-1)
-        self._sync_indexes(set())
+        with self._writing, self._lock:
+            self._note_stamp()
+            removed = self.catalog.sweep([normalise(p) for p in paths], scan_id=-1)
+            self._sync_indexes(set())
         return len(removed)
 
     # ---- scanning -------------------------------------------------------------------------
@@ -146,6 +158,17 @@ class Library:
         for root in roots:
             if not Path(root).exists():
                 raise LookalikeError(f"{root}: no such file or folder")
+            try:
+                root.encode("utf-8")
+            except UnicodeEncodeError:
+                raise LookalikeError(f"{root.encode('utf-8', 'backslashreplace').decode()}: the folder "
+                                     "name is not valid UTF-8; rename it to scan it") from None
+        with self._writing:
+            report = self._update(roots, progress)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _update(self, roots: list[str], progress: ProgressCallback) -> ScanReport:
         for root in roots:
             if Path(root).is_dir():
                 self.add_folder(root)
@@ -158,17 +181,22 @@ class Library:
             for p in found.problems:
                 self.catalog.add_problem(p.path, p.kind, p.message, scan_id)
         todo = self._skip_unchanged(found.files, scan_id, report)
-        stats = Ingester(self.catalog, self.embedder, scan_id).run(todo, progress) if todo else None
+        self._note_stamp()
+        try:
+            stats = Ingester(self.catalog, self.embedder, scan_id).run(todo, progress) if todo else None
+        except BaseException:
+            self._drop_indexes()  # they may miss changes the next sync would not know of
+            raise
         changed = stats.changed_ids if stats else set()
         if stats:
             report.embedded, report.reused = stats.embedded, stats.reused
             report.cancelled |= stats.cancelled
-        if not report.cancelled:
-            report.removed = len(self.catalog.sweep(roots, scan_id))
+        with self._lock:  # queries see the removals and the index update together
+            if not report.cancelled:
+                report.removed = len(self.catalog.sweep(roots, scan_id))
+            self._sync_indexes(changed)
         self.catalog.finish_scan(scan_id, report.cancelled)
-        self._sync_indexes(changed)
         report.problems = [p for p in self.catalog.problems() if _under(p.path, roots)]
-        report.seconds = time.perf_counter() - started
         return report
 
     def _skip_unchanged(self, entries, scan_id: int, report: ScanReport):
@@ -191,64 +219,105 @@ class Library:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.model_id)
         return self.folder / "index" / f"{safe}-{head}.hnsw"
 
-    def _stamp(self) -> str:
-        return self.catalog.get_meta("content_stamp") or "0"
+    def _stamp_key(self, head: str) -> str:
+        return f"index_stamp:{self.model_id}:{head}"
+
+    def _saved_is_current(self, head: str, stamp: int | None = None) -> bool:
+        """Whether the saved index was written when the catalog's content stamp was ``stamp``
+        (default: its current one)."""
+        stamp = self.catalog.content_stamp() if stamp is None else stamp
+        saved = self.catalog.get_meta(self._stamp_key(head))
+        return saved == str(stamp) and self._index_path(head).exists()
 
     def _index(self, head: str) -> VectorIndex:
-        if head in self._indexes:
-            return self._indexes[head]
-        path, key = self._index_path(head), f"index_stamp:{self.model_id}:{head}"
-        index = None
-        if path.exists() and self.catalog.get_meta(key) == self._stamp():
-            try:
-                index = VectorIndex.load(path)
-            except LookalikeError as exc:
-                log.warning("rebuilding index: %s", exc)
-        if index is None:
-            index = self._rebuild(head)
-            self._save(head, index)
-        self._indexes[head] = index
-        return index
+        """The head's index: in memory, else loaded when current, else rebuilt and saved."""
+        with self._lock:
+            index = self._indexes.get(head)
+            if index is None:
+                index = self._load(head) if self._saved_is_current(head) else None
+                if index is None:
+                    index, stamp = self._rebuild(head)
+                    self._save(head, index, stamp)
+                self._indexes[head] = index
+            return index
+
+    def _load(self, head: str) -> VectorIndex | None:
+        try:
+            return VectorIndex.load(self._index_path(head))
+        except LookalikeError as exc:
+            log.warning("rebuilding index: %s", exc)
+            return None
+
+    def _drop_indexes(self) -> None:
+        with self._lock:
+            self._indexes.clear()
+            self._knn_cache = {}
+            self._noted_stamp = None
 
     def _wanted(self, head: str) -> tuple[list[int], list[str], np.ndarray]:
         """Representative file id, content hash and vector of every distinct embedded photo."""
-        reps = self.catalog.representatives()
-        hashes, matrix = self.catalog.embeddings(self.model_id, head)
+        with self.catalog.snapshot():
+            reps = self.catalog.representatives()
+            hashes, matrix = self.catalog.embeddings(self.model_id, head)
         rows = [i for i, h in enumerate(hashes) if h in reps]
         kept = [hashes[i] for i in rows]
         vectors = matrix[rows] if rows else np.zeros((0, self.embedder_dim(head)), np.float32)
         return [reps[h] for h in kept], kept, vectors
 
-    def _rebuild(self, head: str) -> VectorIndex:
-        ids, _, vectors = self._wanted(head)
+    def _rebuild(self, head: str) -> tuple[VectorIndex, int]:
+        """A fresh index from the catalog, and the content stamp it reflects."""
+        with self.catalog.snapshot():
+            stamp = self.catalog.content_stamp()
+            ids, _, vectors = self._wanted(head)
         index = VectorIndex(self.embedder_dim(head), model_id=self.model_id, head=head)
         if ids:
             index.add(ids, vectors)
-        return index
+        return index, stamp
 
     def embedder_dim(self, head: str) -> int:
         return self.bundle.network_config.heads.get(head) or int(self.bundle.card["heads"][head]["dim"])
 
-    def _save(self, head: str, index: VectorIndex) -> None:
+    def _save(self, head: str, index: VectorIndex, stamp: int) -> None:
+        """Index file first, then the stamp saying which catalog content it holds: a crash in
+        between leaves the old stamp, so the next open rebuilds instead of trusting it."""
         index.save(self._index_path(head))
-        self.catalog.set_meta(f"index_stamp:{self.model_id}:{head}", self._stamp())
+        self.catalog.set_meta(self._stamp_key(head), str(stamp))
+
+    def _note_stamp(self) -> None:
+        """Before the catalog changes: a saved index still stamped with this value at sync
+        time can be updated with the run's changes instead of being rebuilt."""
+        with self._lock:
+            self._noted_stamp = self.catalog.content_stamp()
 
     def _sync_indexes(self, changed: set[int]) -> None:
-        """Make every head's index hold exactly one vector per distinct content."""
-        old_stamp = self._stamp()
-        self.catalog.set_meta("content_stamp", str(int(old_stamp) + 1))
-        for head in self.bundle.heads:
-            key = f"index_stamp:{self.model_id}:{head}"
-            if head not in self._indexes and self.catalog.get_meta(key) == old_stamp:
-                self.catalog.set_meta(key, self._stamp())   # on-disk index was current: update it
-            index = self._index(head)
+        """Make every head's index hold exactly one vector per distinct content, and save it.
+
+        ``changed``: file ids whose content changed since the indexes were last synced (new
+        ids are found by themselves)."""
+        with self._lock:
+            noted, self._noted_stamp = self._noted_stamp, None
+            self._knn_cache = {}
+            for head in self.bundle.heads:
+                index = self._indexes.get(head)
+                if index is None and noted is not None and self._saved_is_current(head, noted):
+                    index = self._load(head)
+                if index is None:
+                    index, stamp = self._rebuild(head)
+                else:
+                    stamp = self._update_index(head, index, changed)
+                self._save(head, index, stamp)
+                self._indexes[head] = index
+
+    def _update_index(self, head: str, index: VectorIndex, changed: set[int]) -> int:
+        with self.catalog.snapshot():
+            stamp = self.catalog.content_stamp()
             ids, _, vectors = self._wanted(head)
-            want = dict(zip(ids, range(len(ids))))
-            index.remove(index.ids() - want.keys())
-            add = [i for i in ids if i not in index or i in changed]
-            if add:
-                index.add(add, vectors[[want[i] for i in add]])
-            self._save(head, index)
+        want = dict(zip(ids, range(len(ids))))
+        index.remove(index.ids() - want.keys())
+        add = [i for i in ids if i not in index or i in changed]
+        if add:
+            index.add(add, vectors[[want[i] for i in add]])
+        return stamp
 
     # ---- queries --------------------------------------------------------------------------
     def duplicates(self, level: str = "near", threshold: float | None = None) -> list[DuplicateGroup]:
@@ -260,23 +329,29 @@ class Library:
         """
         if level not in LEVELS:
             raise LookalikeError(f"unknown level '{level}' (choose from {', '.join(LEVELS)})")
-        dismissed = self.catalog.decisions("not-duplicate")
-        exact = [files for files in self.catalog.hash_groups() if not _all_dismissed(files, dismissed)]
-        if level == "exact":
-            return [self._group(files, None) for files in exact]
-        head, threshold_name = _LEVEL_HEAD[level]
-        if threshold is None:
+        head, threshold_name = _LEVEL_HEAD.get(level, (None, None))
+        if head and threshold is None:
             threshold = self.bundle.threshold(head, threshold_name)
-        ids, hashes, vectors = self._wanted(head)
-        groups: list[list[int]] = []
-        if len(ids) >= 2:
-            nids, nsims = self._neighbours(head, ids, vectors)
-            nsims = _drop_dismissed(ids, hashes, nids, nsims, dismissed)
-            groups = group_neighbours(np.asarray(ids, np.int64), vectors, nids, nsims, threshold)
+        with self._lock:  # the index does not change until the neighbours are read
+            if head:
+                self._index(head)  # loaded or rebuilt before the snapshot: that may take a while
+            with self.catalog.snapshot():  # one consistent view, even while a scan writes
+                dismissed = self.catalog.decisions("not-duplicate")
+                exact = [g for g in self.catalog.hash_groups() if not _all_dismissed(g, dismissed)]
+                if not head:
+                    return [self._group(files, None) for files in exact]
+                stamp = self.catalog.content_stamp()
+                ids, hashes, vectors = self._wanted(head)
+                files = self.catalog.files()
+            groups: list[list[int]] = []
+            if len(ids) >= 2:
+                nids, nsims = self._neighbours(head, stamp, vectors)
+                nsims = _drop_dismissed(ids, hashes, nids, nsims, dismissed)
+                groups = group_neighbours(np.asarray(ids, np.int64), vectors, nids, nsims, threshold)
         hash_of = dict(zip(ids, hashes))
         vec_of = dict(zip(hashes, vectors))
         files_of: dict[str, list[FileRecord]] = {}
-        for f in self.catalog.files():
+        for f in files:
             files_of.setdefault(f.content_hash, []).append(f)
         out, covered = [], set()
         for group in groups:
@@ -286,15 +361,16 @@ class Library:
         out += [self._group(files, None) for files in exact if files[0].content_hash not in covered]
         return sorted(out, key=lambda g: g.keep.path)
 
-    def _neighbours(self, head: str, ids: list[int], vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """k-NN of every distinct photo, cached until the catalog changes (so regrouping at
-        another threshold is instant)."""
-        key = (head, self._stamp(), len(ids))
-        if self._knn_cache.get("key") != key:
-            nids, nsims = self._index(head).query(vectors, min(NEIGHBOURS, len(ids)))
-            self._knn_cache = {"key": key, "value": (nids, nsims)}
-        nids, nsims = self._knn_cache["value"]
-        return nids, nsims.copy()
+    def _neighbours(self, head: str, stamp: int, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """k-NN of every distinct photo (``vectors``, read at content ``stamp``), cached until
+        the catalog or the index changes (so regrouping at another threshold is instant)."""
+        with self._lock:
+            key = (head, stamp, len(vectors))
+            if self._knn_cache.get("key") != key:
+                nids, nsims = self._index(head).query(vectors, min(NEIGHBOURS, len(vectors)))
+                self._knn_cache = {"key": key, "value": (nids, nsims)}
+            nids, nsims = self._knn_cache["value"]
+            return nids, nsims.copy()
 
     def dismiss(self, group: DuplicateGroup) -> None:
         """Remember that the photos of ``group`` are not duplicates of each other."""
@@ -324,24 +400,28 @@ class Library:
         vector = self.catalog.get_embedding(record.content_hash, self.model_id, head) if record else None
         if vector is None:
             vector = self.embedder.embed_files([path], head=head)[0]
-        index = self._index(head)
-        labels, sims = index.query(vector[None, :], min(k + 1, len(index)))
-        by_id = self.catalog.files_by_ids(int(i) for i in labels[0] if i >= 0)
-        matches = []
-        for label, sim in zip(labels[0], sims[0]):
-            if label < 0:
-                continue
-            for f in self.catalog.files_with_hash(by_id[int(label)].content_hash):
-                if f.path != path:
-                    matches.append(Match(f, round(min(1.0, float(sim)), 4)))
-        return sorted(matches, key=lambda m: (-m.similarity, m.file.path))[:k]
+        with self._lock:  # labels and the catalog rows they name are read together
+            index = self._index(head)
+            labels, sims = index.query(vector[None, :], min(k + 1, len(index)))
+            with self.catalog.snapshot():
+                by_id = self.catalog.files_by_ids(int(i) for i in labels[0] if i >= 0)
+                copies = {f.content_hash: self.catalog.files_with_hash(f.content_hash)
+                          for f in by_id.values()}
+        matches: dict[str, Match] = {}
+        for label, sim in zip(labels[0].tolist(), sims[0].tolist()):
+            found = by_id.get(label)  # None: the file left the catalog since the last sync
+            for f in copies[found.content_hash] if found else ():
+                if f.path != path and f.path not in matches:
+                    matches[f.path] = Match(f, round(max(-1.0, min(1.0, sim)), 4))
+        return sorted(matches.values(), key=lambda m: (-m.similarity, m.file.path))[:k]
 
     def info(self) -> LibraryInfo:
-        return LibraryInfo(
-            folder=self.folder, files=self.catalog.count_files(),
-            distinct_photos=len(self.catalog.representatives()), model_id=self.model_id,
-            embedded={h: len(self._wanted(h)[0]) for h in self.bundle.heads},
-            problems=self.catalog.problems())
+        with self.catalog.snapshot():
+            return LibraryInfo(
+                folder=self.folder, files=self.catalog.count_files(),
+                distinct_photos=len(self.catalog.representatives()), model_id=self.model_id,
+                embedded={h: len(self._wanted(h)[0]) for h in self.bundle.heads},
+                problems=self.catalog.problems())
 
 
 def _all_dismissed(files: list[FileRecord], dismissed: set[tuple[str, str]]) -> bool:

@@ -542,3 +542,16 @@ def test_mutated_bytes_give_a_photo_or_a_decode_error(base, mutations):
         assert isinstance(got, DecodedPhoto) and got.image.mode == "RGB"
         assert got.width * got.height <= FUZZ_LIMIT
         assert max(got.image.size) <= 2 * 224
+
+
+def test_a_root_folder_whose_name_is_not_utf8_is_refused_clearly(tmp_path, embedder):
+    import os
+
+    from engine.errors import LookalikeError
+    from engine.library import Library
+
+    bad = os.path.join(os.fsencode(tmp_path), b"caf\xe9")
+    os.mkdir(bad)
+    with Library(tmp_path / "lib", embedder=embedder) as lib:
+        with pytest.raises(LookalikeError, match="not valid UTF-8"):
+            lib.scan([os.fsdecode(bad)])
