@@ -72,6 +72,17 @@ def content_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=20).hexdigest()
 
 
+def read_bytes(path: str | Path) -> bytes:
+    """The whole file, or ``DecodeError`` naming it (unreadable or empty)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise DecodeError(path, f"cannot read file ({exc.strerror or exc})") from exc
+    if not data:
+        raise DecodeError(path, "empty file (0 bytes)")
+    return data
+
+
 def read_photo(path: str | Path, size: int | None, *, max_pixels: int = MAX_PIXELS,
                data: bytes | None = None, skip_pixels_for: Container[str] = ()) -> DecodedPhoto:
     """Read ``path`` once; decode pixels to an RGB image near ``size`` px unless size is None.
@@ -83,11 +94,7 @@ def read_photo(path: str | Path, size: int | None, *, max_pixels: int = MAX_PIXE
     oversized images.
     """
     path = str(path)
-    if data is None:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            raise DecodeError(path, f"cannot read file ({exc.strerror or exc})") from exc
+    data = read_bytes(path) if data is None else data
     if not data:
         raise DecodeError(path, "empty file (0 bytes)")
     digest = content_hash(data)

@@ -11,8 +11,6 @@ nothing else is: a bad bundle is a ``ModelBundleError`` naming the file and the 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from engine.atomic import atomic_write
 from engine.errors import ModelBundleError
 from engine.network import EmbeddingNet, NetworkConfig
 
@@ -168,20 +167,8 @@ def save_bundle(folder: str | Path, card: dict, state_dict: dict[str, torch.Tens
     tensors = {k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
                for k, v in state_dict.items()}
     card = {"format": CARD_FORMAT, **card, "weights_dtype": str(dtype).removeprefix("torch.")}
-    _atomic_write(folder / WEIGHTS, lambda tmp: save_file(tensors, tmp))
+    atomic_write(folder / WEIGHTS, lambda tmp: save_file(tensors, tmp))
     text = json.dumps(card, indent=2, sort_keys=False) + "\n"
-    _atomic_write(folder / CARD, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(folder / CARD, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return folder
 
-
-def _atomic_write(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

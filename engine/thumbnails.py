@@ -26,8 +26,7 @@ from pathlib import Path
 from PIL import Image
 
 from engine.decode import content_hash as hash_bytes
-from engine.decode import read_photo, to_rgb
-from engine.errors import DecodeError
+from engine.decode import read_bytes, read_photo, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,7 @@ class ThumbnailCache:
         """
         data = None
         if content_hash is None:
-            data = _read_bytes(path)
+            data = read_bytes(path)
             content_hash = hash_bytes(data)
         cached = self.get_cached(content_hash)
         if cached is not None:
@@ -207,16 +206,6 @@ class ThumbnailCache:
                 if st.st_mtime < cutoff and _unlink(Path(entry.path)):
                     freed += st.st_size
         return freed
-
-
-def _read_bytes(path: str | Path) -> bytes:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise DecodeError(path, f"cannot read file ({exc.strerror or exc})") from exc
-    if not data:
-        raise DecodeError(path, "empty file (0 bytes)")
-    return data
 
 
 def _write_atomic(target: Path, data: bytes) -> None:

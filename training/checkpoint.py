@@ -10,16 +10,15 @@ a ``FileError`` (that includes checkpoints written before this format).
 """
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from engine.atomic import atomic_write
 from engine.errors import FileError
 
 REQUIRED = ("model", "optimizer", "scheduler", "epoch", "step", "epoch_step", "history", "best",
@@ -43,17 +42,7 @@ def save_checkpoint(path: Path, trainer) -> Path:
         "best_state": trainer.best_state,
         "rng": rng_state(),
     }
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def read_checkpoint(path: Path) -> dict:
