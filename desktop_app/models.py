@@ -175,7 +175,7 @@ class PhotoListModel(QAbstractListModel):
             return self._placeholder(broken=True)
         if key not in self._requested:
             self._requested.add(key)
-            self.loader.request(key, record.path, record.content_hash)
+            self.loader.request(key, record.path, record.content_hash, self._icon_side())
         return self._placeholder(broken=False)
 
     def _placeholder(self, broken: bool) -> QPixmap:
@@ -183,12 +183,17 @@ class PhotoListModel(QAbstractListModel):
             self._placeholders[broken] = _placeholder(self.icon_size, broken)
         return self._placeholders[broken]
 
+    def _icon_side(self) -> int:
+        """Icon size in device pixels (sharp on high-DPI screens)."""
+        app = QGuiApplication.instance()
+        return round(self.icon_size * (app.devicePixelRatio() if app is not None else 1.0))
+
     def _fit(self, image: QImage) -> QPixmap:
-        """Scale a loaded thumbnail to the icon size (sharp on high-DPI screens), on the GUI thread."""
+        """Wrap a loaded thumbnail (already scaled by the loader's thread) in a QPixmap."""
         app = QGuiApplication.instance()
         ratio = app.devicePixelRatio() if app is not None else 1.0
-        side = round(self.icon_size * ratio)
-        if image.width() > side or image.height() > side:
+        side = self._icon_side()
+        if image.width() > side or image.height() > side:  # a loader that did not scale it
             image = image.scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio,
                                  Qt.TransformationMode.SmoothTransformation)
         pixmap = QPixmap.fromImage(image)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal, Slot
+from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, QTimer, Signal, Slot
 from PySide6.QtGui import QImage
 
 from engine.errors import Cancelled, LookalikeError
@@ -136,13 +136,15 @@ class ThumbnailLoader(QObject):
         self._generation = 0
         self._lock = threading.Lock()
 
-    def request(self, key, path: str, content_hash: str | None) -> None:
+    def request(self, key, path: str, content_hash: str | None, max_side: int | None = None) -> None:
+        """Load a thumbnail; with ``max_side`` it is also scaled down to fit, in the worker
+        thread, so the GUI thread only wraps it in a QPixmap."""
         with self._lock:
             if key in self._pending:
                 return
             self._pending.add(key)
         generation = self._generation
-        self.pool.start(_Call(lambda: self._load(key, path, content_hash, generation)))
+        self.pool.start(_Call(lambda: self._load(key, path, content_hash, generation, max_side)))
 
     def cancel_pending(self) -> None:
         """Drop queued loads (e.g. when the model is reset); running ones finish unseen."""
@@ -151,9 +153,13 @@ class ThumbnailLoader(QObject):
             self._pending.clear()
             self._generation += 1
 
-    def _load(self, key, path: str, content_hash: str | None, generation: int) -> None:
+    def _load(self, key, path: str, content_hash: str | None, generation: int,
+              max_side: int | None = None) -> None:
         try:
             image = to_qimage(self.cache.get(path, content_hash))
+            if max_side and (image.width() > max_side or image.height() > max_side):
+                image = image.scaled(max_side, max_side, Qt.AspectRatioMode.KeepAspectRatio,
+                                     Qt.TransformationMode.SmoothTransformation)
         except LookalikeError as exc:
             self._done(key, generation, None, str(exc))
             return

@@ -42,7 +42,7 @@ class FakeLoader(QObject):
         super().__init__()
         self.requests, self.cancels = [], 0
 
-    def request(self, key, path, content_hash):
+    def request(self, key, path, content_hash, max_side=None):
         self.requests.append(key)
 
     def cancel_pending(self):
