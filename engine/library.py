@@ -420,7 +420,7 @@ class Library:
             return LibraryInfo(
                 folder=self.folder, files=self.catalog.count_files(),
                 distinct_photos=len(self.catalog.representatives()), model_id=self.model_id,
-                embedded={h: len(self._wanted(h)[0]) for h in self.bundle.heads},
+                embedded={h: len(self._index(h)) for h in self.bundle.heads},  # one entry per distinct photo
                 problems=self.catalog.problems())
 
 

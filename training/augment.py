@@ -10,7 +10,6 @@ squashed to size×size like the engine (the whole frame, no centre crop) and nor
 """
 from __future__ import annotations
 
-import io
 import math
 import random
 import string
@@ -21,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
+
+from training.families import jpeg  # the same re-encode the evaluation families use
 
 _BILINEAR = Image.Resampling.BILINEAR
 _T = Image.Transpose
@@ -147,13 +148,6 @@ def draw_overlays(img: Image.Image, rng: random.Random, s: float) -> Image.Image
     return Image.alpha_composite(img.convert("RGBA"), layer).convert("RGB")
 
 
-def reencode_jpeg(img: Image.Image, rng: random.Random) -> Image.Image:
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=rng.randint(20, 90))
-    buf.seek(0)
-    return Image.open(buf).convert("RGB")
-
-
 class CopyAugment:
     """CPU path for DataLoader workers: PIL image + ``random.Random`` → normalised tensor."""
     takes_rng = True
@@ -188,7 +182,7 @@ class CopyAugment:
         if rng.random() < c.blur_p * s:
             img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, 1.0 + s) * c.size / 224))
         if rng.random() < c.jpeg_p * s:
-            img = reencode_jpeg(img, rng)
+            img = jpeg(img, rng.randint(20, 90))
         return img
 
 
