@@ -35,6 +35,17 @@ def pick_device(device: str = "auto") -> torch.device:
     return dev
 
 
+def preprocess_images(images: Sequence[Image.Image], size: int, mean: torch.Tensor,
+                      std: torch.Tensor) -> torch.Tensor:
+    """RGB PIL images → (n, 3, size, size) float32 on ``mean``'s device: squashed (bilinear),
+    then ``(x - mean) / std`` on 0..255 values. Training caches use it too, so what a model is
+    trained and evaluated on is exactly what the engine feeds it."""
+    arrays = [np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
+              for img in images]
+    batch = torch.from_numpy(np.stack(arrays)).to(mean.device).permute(0, 3, 1, 2).float()
+    return (batch - mean) / std
+
+
 class Embedder:
     def __init__(self, bundle: ModelBundle, device: str = "auto", batch_size: int = 32,
                  workers: int | None = None):
@@ -42,9 +53,8 @@ class Embedder:
         self.device = pick_device(device)
         self.batch_size = batch_size
         self.workers = workers
-        self.net = bundle.build_network().to(self.device)
-        if self.device.type == "cuda":
-            self.net = self.net.to(memory_format=torch.channels_last)
+        # channels_last on the CPU too: the depthwise convolutions run ~1.5x faster that way.
+        self.net = bundle.build_network().to(self.device, memory_format=torch.channels_last)
         shape = (1, 3, 1, 1)
         self._mean = torch.tensor(bundle.mean, device=self.device).view(shape)
         self._std = torch.tensor(bundle.std, device=self.device).view(shape)
@@ -114,17 +124,12 @@ class Embedder:
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Squash each image to size×size (the whole photo, no crop), normalise per the card."""
-        size = self.input_size
-        arrays = [np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
-                  for img in images]
-        batch = torch.from_numpy(np.stack(arrays)).to(self.device).permute(0, 3, 1, 2).float()
-        return (batch - self._mean) / self._std
+        return preprocess_images(images, self.input_size, self._mean, self._std)
 
     @torch.inference_mode()
     def _run(self, images: Sequence[Image.Image], heads: tuple[str, ...]) -> dict[str, np.ndarray]:
-        x = self.preprocess(images)
+        x = self.preprocess(images).contiguous(memory_format=torch.channels_last)
         if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 out = self.net(x, heads)
         else:

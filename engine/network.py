@@ -4,9 +4,17 @@ This is the one model definition. The engine builds it from a bundle's card to e
 ``training/`` wraps the same class to train it. A head with ``dim: null`` in the card is the
 pooled trunk feature itself (the pretrained default bundle); otherwise it is a linear
 projection to ``dim``.
+
+A head may own a **branch**: its own copy of the trunk's last ``n`` stages (plus the head
+convolution and its own GeM). The lower trunk runs once per photo and is shared; the branch
+forks after it. This is how one network serves two objectives that fight inside one
+embedding: the ``copy`` head fine-tunes its branch for invariance to crops, turns and edits,
+while the ``semantic`` head keeps the ImageNet top it needs to group unseen classes
+(``branches: {"copy": 2}`` in the card; no entry = the shared top).
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 
 import timm
@@ -36,14 +44,29 @@ class NetworkConfig:
     gem_p: float = 3.0
     learn_gem_p: bool = False
     heads: dict[str, int | None] = field(default_factory=lambda: {"copy": None, "semantic": None})
+    branches: dict[str, int] = field(default_factory=dict)  # head → trunk stages it owns
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "NetworkConfig":
-        known = {k: data[k] for k in ("trunk", "gem_p", "learn_gem_p", "heads") if k in data}
+        known = {k: data[k] for k in ("trunk", "gem_p", "learn_gem_p", "heads", "branches") if k in data}
         return cls(**known)
+
+
+class Branch(nn.Module):
+    """A head's own trunk top: copies of the last stages, head convolution and GeM."""
+
+    def __init__(self, trunk: nn.Module, stages: int, pool: GeM):
+        super().__init__()
+        self.blocks = copy.deepcopy(nn.Sequential(*list(trunk.blocks)[-stages:]))
+        self.conv_head = copy.deepcopy(trunk.conv_head)
+        self.bn2 = copy.deepcopy(trunk.bn2)
+        self.pool = copy.deepcopy(pool)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.bn2(self.conv_head(self.blocks(x))))
 
 
 class EmbeddingNet(nn.Module):
@@ -55,18 +78,63 @@ class EmbeddingNet(nn.Module):
         self.trunk = timm.create_model(config.trunk, pretrained=False, num_classes=0, global_pool="")
         self.pool = GeM(config.gem_p, learnable=config.learn_gem_p)
         width = self.trunk.num_features
+        unknown = set(config.branches) - set(config.heads)
+        if unknown:
+            raise ValueError(f"branches for heads that do not exist: {sorted(unknown)}")
+        stages = len(self.trunk.blocks)
+        for head, n in config.branches.items():
+            if not 1 <= int(n) <= stages:
+                raise ValueError(f"branch of head '{head}' must own 1–{stages} stages, not {n}")
+        self.fork = stages - max(config.branches.values(), default=0)  # shared stages
+        self.branches = nn.ModuleDict({name: Branch(self.trunk, int(n), self.pool)
+                                       for name, n in config.branches.items()})
         self.heads = nn.ModuleDict({
             name: nn.Linear(width, dim) if dim else nn.Identity()
             for name, dim in config.heads.items()})
         self.feature_dim = width
 
+    def reset_branches(self) -> None:
+        """Start every branch as a copy of the trunk's top (after loading trunk weights)."""
+        for name, n in self.config.branches.items():
+            self.branches[name] = Branch(self.trunk, int(n), self.pool)
+
     def head_dim(self, head: str) -> int:
         return self.config.heads[head] or self.feature_dim
+
+    def lower(self, x: torch.Tensor) -> torch.Tensor:
+        """The shared part of the trunk: stem and the stages before the earliest fork."""
+        t = self.trunk
+        return t.blocks[:self.fork](t.bn1(t.conv_stem(x)))
+
+    def upper(self, h: torch.Tensor) -> torch.Tensor:
+        """The shared trunk top from the fork on, pooled."""
+        t = self.trunk
+        return self.pool(t.bn2(t.conv_head(t.blocks[self.fork:](h))))
+
+    def branch_features(self, head: str, h: torch.Tensor) -> torch.Tensor:
+        """Pooled features for ``head`` from the fork activations ``h``."""
+        if head not in self.branches:
+            return self.upper(h)
+        branch = self.branches[head]
+        skip = len(self.trunk.blocks) - self.fork - len(branch.blocks)
+        return branch(self.trunk.blocks[self.fork:self.fork + skip](h) if skip else h)
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.trunk.forward_features(x))
 
+    def embed_from(self, h: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """Heads from fork activations; heads on the shared top share one pass through it."""
+        shared = None
+        out = {}
+        for name in names:
+            if name in self.branches:
+                feats = self.branch_features(name, h)
+            else:
+                shared = self.upper(h) if shared is None else shared
+                feats = shared
+            out[name] = F.normalize(self.heads[name](feats).float(), dim=-1)
+        return out
+
     def forward(self, x: torch.Tensor, heads: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
-        feats = self.pooled(x)
         names = heads or tuple(self.heads.keys())
-        return {name: F.normalize(self.heads[name](feats).float(), dim=-1) for name in names}
+        return self.embed_from(self.lower(x), names)

@@ -156,11 +156,15 @@ class CopyAugment:
         self.config = config
 
     def __call__(self, img: Image.Image, rng: random.Random | None = None) -> torch.Tensor:
+        return to_tensor(self.view(img, rng))
+
+    def view(self, img: Image.Image, rng: random.Random | None = None) -> Image.Image:
+        """The augmented view as an RGB PIL image of size×size."""
         c, s = self.config, self.config.strength
         rng = rng or random.Random()
         img = img.convert("RGB")
         if s <= 0:
-            return to_tensor(img.resize((c.size, c.size), _BILINEAR))
+            return img.resize((c.size, c.size), _BILINEAR)
         img = random_crop(img, rng, c.min_crop_area, s)
         img.thumbnail((2 * c.size, 2 * c.size), _BILINEAR)  # later edits run on a small image
         if rng.random() < c.border_p * s:
@@ -169,7 +173,7 @@ class CopyAugment:
             img = perspective(img, rng, s)
         img = dihedral(img, rng, c.flip_p * s, c.rot90_p * s)
         img = img.resize((c.size, c.size), _BILINEAR)
-        return to_tensor(self._photometric(img, rng))
+        return self._photometric(img, rng)
 
     def _photometric(self, img: Image.Image, rng: random.Random) -> Image.Image:
         c, s = self.config, self.config.strength
@@ -194,6 +198,10 @@ class SupervisedAugment:
         self.config = config
 
     def __call__(self, img: Image.Image, rng: random.Random | None = None) -> torch.Tensor:
+        return to_tensor(self.view(img, rng))
+
+    def view(self, img: Image.Image, rng: random.Random | None = None) -> Image.Image:
+        """The augmented view as an RGB PIL image of size×size."""
         c, s = self.config, self.config.strength
         rng = rng or random.Random()
         img = img.convert("RGB")
@@ -203,7 +211,7 @@ class SupervisedAugment:
         img = img.resize((c.size, c.size), _BILINEAR)
         if rng.random() < c.colour_p * s:
             img = jitter_colour(img, rng, 0.2 * s, 0.0)
-        return to_tensor(img)
+        return img
 
 
 class _Draw:

@@ -29,16 +29,19 @@ class ModelConfig:
     start_from: str | None = None      # a bundle name/folder; None = ImageNet weights
     trunk_policy: str = "partial"      # "all", "partial" (last blocks + head conv) or "frozen"
     trainable_blocks: int = 2          # with "partial": how many of the 7 stages train
+    branches: dict[str, int] = field(default_factory=dict)  # head → own copy of the last n stages
 
 
 def build_model(config: ModelConfig) -> EmbeddingNet:
     net = EmbeddingNet(NetworkConfig(trunk=config.trunk, gem_p=config.gem_p,
-                                     learn_gem_p=config.learn_gem_p, heads=dict(config.heads)))
+                                     learn_gem_p=config.learn_gem_p, heads=dict(config.heads),
+                                     branches=dict(config.branches)))
     if config.start_from:
         _load_trunk_from_bundle(net, config.start_from)
     else:
         trunk_state = {k: v for k, v in imagenet_state_dict().items() if not k.startswith("classifier.")}
         net.trunk.load_state_dict(trunk_state, strict=True)
+        net.reset_branches()
     for head in net.heads.values():
         if isinstance(head, nn.Linear):
             _init_projection(head)
@@ -51,6 +54,10 @@ def _load_trunk_from_bundle(net: EmbeddingNet, model: str) -> None:
     source = bundle.build_network()
     net.trunk.load_state_dict(source.trunk.state_dict(), strict=True)
     net.pool.p.data.copy_(source.pool.p.data)
+    net.reset_branches()
+    for name, branch in net.branches.items():  # a branch of the same shape continues training
+        if name in source.branches and len(source.branches[name].blocks) == len(branch.blocks):
+            branch.load_state_dict(source.branches[name].state_dict())
     for name, head in net.heads.items():
         if name in source.heads and type(source.heads[name]) is type(head):
             if not isinstance(head, nn.Linear) or head.weight.shape == source.heads[name].weight.shape:

@@ -1,0 +1,150 @@
+"""Training on cached lower-trunk activations: same numbers as the engine, and it learns."""
+import csv
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from engine.embedding import Embedder
+from engine.errors import Cancelled
+from engine.model_bundle import load_bundle
+from tests import imagegen
+from training.build import ModelRecipe, build, training_folders
+from training.cached import embed_activations, pooled_features, view_activations
+from training.cached_train import StageConfig, train_copy_branch, train_projection
+from training.evaluate import map_at_r
+from training.model import ModelConfig, build_model
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return build_model(ModelConfig(heads={"copy": 32, "semantic": 16}, branches={"copy": 1},
+                                   trunk_policy="frozen")).eval()
+
+
+def images(n, size=(72, 56)):
+    return [imagegen.photo(i, size) for i in range(n)]
+
+
+def test_cached_embeddings_equal_the_net_on_the_engine_preprocessing(net):
+    imgs = images(3)
+    acts = view_activations(net, imgs.__getitem__, 3, 1, None, 64)
+    assert acts.dtype == torch.float16 and acts.shape[:2] == (3, 1)
+    from engine.embedding import preprocess_images
+    x = preprocess_images(imgs, 64, torch.full((1, 3, 1, 1), 127.0), torch.full((1, 3, 1, 1), 128.0))
+    with torch.no_grad():
+        want = net(x)
+        cached = torch.nn.functional.normalize(pooled_features(net, acts[:, 0]), dim=-1)
+        direct = torch.nn.functional.normalize(net.pooled(x), dim=-1)
+        assert float((cached * direct).sum(1).min()) > 0.9999  # float16 storage, nothing else
+    for head in ("copy", "semantic"):
+        np.testing.assert_allclose(embed_activations(net, acts[:, 0], head), want[head].numpy(), atol=2e-3)
+
+
+def test_views_are_seeded_per_image_and_view(net):
+    calls = []
+
+    def make_view(img, rng):
+        calls.append(rng.random())
+        return img.rotate(90 * rng.randint(0, 3))
+    a = view_activations(net, images(2).__getitem__, 2, 3, make_view, 48, seed=5)
+    b = view_activations(net, images(2).__getitem__, 2, 3, make_view, 48, seed=5)
+    assert torch.equal(a, b) and len(calls) == 12 and len(set(calls)) == 6
+    with pytest.raises(ValueError, match="exactly one view"):
+        view_activations(net, images(1).__getitem__, 1, 2, None, 48)
+
+
+def test_progress_can_stop_the_view_cache(net):
+    with pytest.raises(Cancelled):
+        view_activations(net, images(3).__getitem__, 3, 1, None, 48, progress=lambda *a: False)
+
+
+def test_copy_branch_learns_to_match_views_and_leaves_the_rest_alone(net):
+    rng = random.Random(0)
+    base = images(24, (64, 64))
+    turned = [img.rotate(90 * rng.randint(1, 3)) for img in base]
+    pair_acts = view_activations(net, (base + turned).__getitem__, 48, 1, None, 48)[:, 0]
+    views = torch.stack([pair_acts[:24], pair_acts[24:]], 1)
+    semantic_before = net.heads["semantic"].weight.clone()
+    trunk_before = [p.clone() for p in net.trunk.parameters()]
+
+    def score():
+        a, b = embed_activations(net, views[:, 0], "copy"), embed_activations(net, views[:, 1], "copy")
+        return float((a * b).sum(1).mean() - (a @ b.T).mean())
+    before = score()
+    history = train_copy_branch(net, views, StageConfig(steps=30, batch=12, lr=3e-3, warmup=3, eval_every=10),
+                                score)
+    assert score() > before + 0.05 and score() == pytest.approx(max(h["score"] for h in history), abs=1e-4)
+    assert torch.equal(net.heads["semantic"].weight, semantic_before)
+    assert all(torch.equal(a, b) for a, b in zip(trunk_before, net.trunk.parameters()))
+
+
+def test_projection_learns_classes_from_cached_features():
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.randn(6, 40, generator=gen)
+    labels = torch.arange(6).repeat_interleave(10)
+    feats = centres[labels][:, None, :] + 1.5 * torch.randn(60, 2, 40, generator=gen)
+    head = torch.nn.Linear(40, 8)
+    score = lambda: map_at_r(torch.nn.functional.normalize(head(feats[:, 0]), dim=-1).detach().numpy(),  # noqa: E731
+                             labels.numpy())
+    before = score()
+    train_projection(head, feats, labels, StageConfig(steps=60, batch=6, lr=1e-2, warmup=5, eval_every=20), score)
+    assert score() > before + 0.1
+
+
+def test_projection_needs_two_classes_with_two_photos():
+    with pytest.raises(ValueError, match="two classes"):
+        train_projection(torch.nn.Linear(4, 2), torch.randn(3, 1, 4), torch.tensor([0, 1, 2]), StageConfig(steps=1))
+
+
+@pytest.fixture
+def caltech(tmp_path):
+    root = tmp_path / "caltech"
+    rows = []
+    names = ["Faces", "ant", "bee", "cat", "dog", "eel", "fox", "gnu"]
+    for c, name in enumerate(names):
+        for i in range(5):
+            imagegen.save_jpeg(imagegen.class_photo(c, i, (80, 64)), root / name / f"image_{i:04d}.jpg")
+        rows.append({"class": name, "split": "test" if name == "gnu" else "train", "images": 5})
+    with open(root / "split.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["class", "split", "images"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+def tiny_recipe(**kw):
+    return ModelRecipe(**{"name": "tiny", "input_size": 64, "train_size": 48, "heads": {"copy": 16, "semantic": 8},
+                          "val_fraction": 0.34, "val_images": 10, "copy_views": 2,
+                          "copy_stage": {"steps": 3, "batch": 8, "eval_every": 2},
+                          "semantic_stage": {"steps": 3, "batch": 4, "eval_every": 2}, **kw})
+
+
+def test_training_folders_leave_out_excluded_and_test_classes(caltech):
+    train, val = training_folders(caltech, tiny_recipe())
+    classes = set(train.classes) | set(val.classes)
+    assert classes == {"ant", "bee", "cat", "dog", "eel", "fox"} and len(val.classes) == 2
+    assert not set(train.classes) & set(val.classes)
+    limited, _ = training_folders(caltech, tiny_recipe(limit=7))
+    assert len(limited.paths) == 7
+
+
+def test_build_writes_a_calibrated_bundle_the_engine_loads_and_reuses_caches(caltech, tmp_path):
+    work = tmp_path / "work"
+    card = build(tiny_recipe(), caltech, tmp_path / "bundle", work)
+    assert set(card["thresholds"]) == {"copy", "semantic"}
+    assert card["architecture"]["branches"] == {"copy": 1}
+    assert "Faces" in card["training_data"]["excluded_classes"]
+    embedder = Embedder(load_bundle(tmp_path / "bundle"), device="cpu")
+    vec = embedder.embed_images([imagegen.photo(1, (70, 50))])
+    assert vec["copy"].shape == (1, 16) and vec["semantic"].shape == (1, 8)
+    assert 0 < embedder.threshold("copy", "near") <= 1
+    cached = sorted(p.name for p in work.iterdir())
+    assert len(cached) == 3
+    stamps = {p: p.stat().st_mtime_ns for p in work.iterdir()}
+    build(tiny_recipe(), caltech, tmp_path / "bundle2", work)
+    assert {p: p.stat().st_mtime_ns for p in work.iterdir()} == stamps  # nothing recomputed
+    build(tiny_recipe(copy_views=3), caltech, tmp_path / "bundle3", work)
+    assert len(list(work.iterdir())) == 4  # a changed recipe gets its own cache
