@@ -4,8 +4,8 @@
         [--dataset ../shared/datasets/caltech101] [--out resources/models/NAME]
         [--work build/model] [--set copy_stage.steps=300 ...] [--default]
 
-Runs on the CPU (about an hour on 2 cores) or on CUDA; intermediate caches go to --work so a
-rerun only retrains. --default points resources/models/DEFAULT at the new bundle.
+Runs on the CPU (the cached-activation path has no CUDA code yet); intermediate caches go to
+--work so a rerun only retrains. --default points resources/models/DEFAULT at the new bundle.
 """
 from __future__ import annotations
 
