@@ -19,6 +19,7 @@ from PIL import Image
 
 from engine.decode import read_photo
 from engine.errors import DecodeError, LookalikeError
+from engine.fuse import fold_batchnorm
 from engine.model_bundle import ModelBundle, load_bundle
 from engine.parallel import ordered_map
 
@@ -53,8 +54,11 @@ class Embedder:
         self.device = pick_device(device)
         self.batch_size = batch_size
         self.workers = workers
-        # channels_last on the CPU too: the depthwise convolutions run ~1.5x faster that way.
-        self.net = bundle.build_network().to(self.device, memory_format=torch.channels_last)
+        # Inference only: BatchNorm folded into the convolutions, and channels_last on the CPU
+        # too (the depthwise convolutions run ~1.5x faster that way).
+        net = bundle.build_network().eval()
+        fold_batchnorm(net)
+        self.net = net.to(self.device, memory_format=torch.channels_last)
         shape = (1, 3, 1, 1)
         self._mean = torch.tensor(bundle.mean, device=self.device).view(shape)
         self._std = torch.tensor(bundle.std, device=self.device).view(shape)

@@ -52,7 +52,9 @@ class Ingester:
             return read_photo(entry.path, size, skip_pixels_for=known)
 
         batch: list[tuple[FileEntry, DecodedPhoto]] = []
-        results = ordered_map(work, entries, self.embedder.workers)
+        # Decoding runs up to three batches ahead, so the decode threads keep working while
+        # the model embeds a batch (with one batch of lookahead they sat idle meanwhile).
+        results = ordered_map(work, entries, self.embedder.workers, lookahead=3 * BATCH)
         try:
             for done, (entry, photo, error) in enumerate(results, 1):
                 if error is not None:

@@ -97,6 +97,7 @@ class Library:
         self._device = device
         self._indexes: dict[str, VectorIndex] = {}
         self._knn_cache: dict = {}
+        self._wanted_cache: dict[str, tuple] = {}  # head → (stamp, ids, hashes, vectors)
         self._lock = threading.RLock()        # _indexes, _knn_cache, index files and stamps
         self._writing = threading.Lock()      # one scan or forget at a time
         self._noted_stamp: int | None = None  # content stamp before the running change
@@ -255,14 +256,25 @@ class Library:
             self._noted_stamp = None
 
     def _wanted(self, head: str) -> tuple[list[int], list[str], np.ndarray]:
-        """Representative file id, content hash and vector of every distinct embedded photo."""
+        """Representative file id, content hash and vector of every distinct embedded photo.
+
+        Kept in memory per head until the catalog's content stamp moves, so regrouping at
+        another threshold (the GUI's slider) does not read every vector from SQLite again.
+        """
         with self.catalog.snapshot():
+            stamp = self.catalog.content_stamp()
+            cached = self._wanted_cache.get(head)
+            if cached is not None and cached[0] == stamp:
+                return cached[1], cached[2], cached[3]
             reps = self.catalog.representatives()
             hashes, matrix = self.catalog.embeddings(self.model_id, head)
         rows = [i for i, h in enumerate(hashes) if h in reps]
         kept = [hashes[i] for i in rows]
         vectors = matrix[rows] if rows else np.zeros((0, self.embedder_dim(head)), np.float32)
-        return [reps[h] for h in kept], kept, vectors
+        vectors.setflags(write=False)  # shared by callers: nobody may change it in place
+        result = ([reps[h] for h in kept], kept, vectors)
+        self._wanted_cache[head] = (stamp, *result)
+        return result
 
     def _rebuild(self, head: str) -> tuple[VectorIndex, int]:
         """A fresh index from the catalog, and the content stamp it reflects."""

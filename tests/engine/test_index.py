@@ -100,6 +100,21 @@ def test_new_ids_reuse_deleted_slots_without_losing_items():
                                np.vstack([extra[[0, 14]], data[10:11]]), atol=1e-5)
 
 
+@pytest.mark.parametrize("reload", [False, True])
+def test_deleted_ids_whose_slots_were_reused_come_back_as_new_items(tmp_path, reload):
+    index, data = build(20, initial_capacity=20)
+    index.remove(range(10))
+    index.add(range(100, 105), unit_vectors(5, seed=5))  # reuses five deleted slots
+    if reload:
+        index.save(tmp_path / "i.hnsw")
+        index = VectorIndex.load(tmp_path / "i.hnsw")
+    index.add(range(10), data[:10])  # some slots were reused, some only marked deleted
+    assert index.ids() == set(range(20)) | set(range(100, 105))
+    np.testing.assert_allclose(index.vectors(range(10)), data[:10], atol=1e-5)
+    labels, _ = index.query(data[:10], k=1)
+    assert labels[:, 0].tolist() == list(range(10))
+
+
 def test_heavy_deletion_still_answers_with_live_ids_only():
     index, data = build(500)
     index.remove(range(25, 500))  # 95 % deleted
