@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine.model_bundle import BUILTIN_MODELS, DEFAULT_POINTER  # noqa: E402
-from training.build import ModelRecipe, build  # noqa: E402
+from training.build import ModelRecipe, build, recalibrate  # noqa: E402
 
 
 def apply_overrides(recipe: ModelRecipe, pairs: list[str]) -> None:
@@ -45,6 +45,8 @@ def main() -> int:
     parser.add_argument("--work", default=str(ROOT / "build/model"))
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--default", action="store_true", help="make the new bundle the default")
+    parser.add_argument("--calibrate-only", action="store_true",
+                        help="only recompute the thresholds of the bundle at --out")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     recipe = ModelRecipe.from_file(args.recipe)
@@ -58,6 +60,10 @@ def main() -> int:
             logging.info("%s: %d/%d", what, done, total)
         return True
 
+    if args.calibrate_only:
+        card = recalibrate(recipe, Path(args.dataset), out, Path(args.work))
+        print(json.dumps({"bundle": str(out), "calibration": card["calibration"]}, indent=1))
+        return 0
     card = build(recipe, Path(args.dataset), out, Path(args.work), progress)
     print(json.dumps({"bundle": str(out), "thresholds": card["thresholds"], "timings": card["timings"],
                       "copy": card["metrics"]["history"]["copy"][-3:],

@@ -36,7 +36,7 @@ from engine.model_bundle import load_bundle, save_bundle
 from engine.progress import ProgressCallback, null_progress
 from training.augment import AugmentConfig, CopyAugment, SupervisedAugment
 from training.cached import embed_activations, pooled_features, view_activations
-from training.cached_train import StageConfig, train_copy_branch, train_projection
+from training.cached_train import StageConfig, train_copy_branch, train_projection, whitening_init
 from training.calibrate import calibrate_images
 from training.datasets import ImageCache, LabeledFolder, caltech_folder, split_classes
 from training.evaluate import class_retrieval_metrics, near_duplicate_metrics
@@ -56,10 +56,12 @@ class ModelRecipe:
     exclude_classes: list = field(default_factory=lambda: ["Faces"])
     val_fraction: float = 0.1
     val_images: int = 300
+    calibration_distractors: int = 1000   # train-class photos added as negatives when calibrating
     copy_views: int = 8
     copy_augment: dict = field(default_factory=dict)    # AugmentConfig fields
     copy_stage: dict = field(default_factory=dict)      # StageConfig fields
     semantic_stage: dict = field(default_factory=dict)
+    semantic_init: str = "pca-sqrt-whiten"              # or "orthogonal"
     limit: int | None = None             # at most this many training photos (smoke runs)
     seed: int = 0
 
@@ -164,28 +166,69 @@ def build(recipe: ModelRecipe, dataset: Path, out: Path, work: Path,
     t = time.perf_counter()
     feats = semantic_features(net, train, recipe, work, progress)
     sem_cfg = StageConfig(**{"steps": 1000, "batch": 32, "lr": 1e-3, **recipe.semantic_stage})
+    if recipe.semantic_init == "pca-sqrt-whiten":
+        whitening_init(net.heads["semantic"], feats)
     sem_history = train_projection(net.heads["semantic"], feats, torch.tensor(train.labels), sem_cfg,
                                    lambda: held.semantic_score(net), progress)
     timings["semantic_s"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter()
-    views = copy_views(net, train, recipe, work, progress)
-    timings["copy_views_s"] = round(time.perf_counter() - t, 1)
-    t = time.perf_counter()
     copy_cfg = StageConfig(**{"seed": recipe.seed, **recipe.copy_stage})
-    copy_history = train_copy_branch(net, views, copy_cfg, lambda: held.copy_score(net), progress)
-    timings["copy_train_s"] = round(time.perf_counter() - t, 1)
+    copy_history = train_copy_stage(net, train, held, recipe, copy_cfg, work, progress)
+    timings["copy_s"] = round(time.perf_counter() - t, 1)
     card = _card(recipe, net, train, val, {"semantic": sem_history, "copy": copy_history},
                  {"semantic": sem_cfg.to_dict(), "copy": copy_cfg.to_dict()}, timings)
     save_bundle(out, card, net.state_dict())
     t = time.perf_counter()
-    report = calibrate_images(Embedder(load_bundle(out), device="cpu"), held.images,
-                              held.labels.tolist(), recipe.seed)
-    report["dataset"] = f"caltech101 held-out train classes: {', '.join(val.classes)}"
+    card = calibrate(out, recipe, train, held, val)
     timings["calibrate_s"] = round(time.perf_counter() - t, 1)
     timings["total_s"] = round(time.perf_counter() - started, 1)
-    card.update(thresholds=report["thresholds"], calibration=report, timings=timings)
-    save_bundle(out, card, net.state_dict())
+    card.update(timings=timings)
+    save_bundle(out, card, load_bundle(out).build_network().state_dict())
     return card
+
+
+def train_copy_stage(net, train: LabeledFolder, held: HeldOut, recipe: ModelRecipe, cfg: StageConfig,
+                     work: Path, progress: ProgressCallback) -> list[dict]:
+    """The copy branch and head, trained once per recipe: the result is kept in ``work``, so a
+    rerun that changes only the semantic stage or the calibration does not train it again."""
+    key = recipe.key("train_size", "copy_views", "copy_augment", "copy_stage", "branches", "heads",
+                     "exclude_classes", "val_fraction", "limit", "seed")
+
+    def run() -> dict:
+        views = copy_views(net, train, recipe, work, progress)
+        history = train_copy_branch(net, views, cfg, lambda: held.copy_score(net), progress)
+        return {"branch": net.branches["copy"].state_dict(), "head": net.heads["copy"].state_dict(),
+                "history": history}
+    result = _cached(work / f"copy-trained-{key}.pt", run)
+    net.branches["copy"].load_state_dict(result["branch"])
+    net.heads["copy"].load_state_dict(result["head"])
+    return result["history"]
+
+
+def calibrate(out: Path, recipe: ModelRecipe, train: LabeledFolder, held: HeldOut,
+              val: LabeledFolder) -> dict:
+    """Thresholds with the engine's ``Embedder``: held-out photos and their edited copies as
+    positives, plus ``calibration_distractors`` training photos as extra negatives."""
+    bundle = load_bundle(out)
+    picked = np.random.default_rng(recipe.seed + 1).permutation(len(train.paths))
+    distractors = [read_photo(train.paths[i], 2 * recipe.input_size).image
+                   for i in sorted(picked[:recipe.calibration_distractors].tolist())]
+    report = calibrate_images(Embedder(bundle, device="cpu"), held.images, held.labels.tolist(),
+                              recipe.seed, distractors)
+    report["dataset"] = (f"caltech101 held-out train classes ({', '.join(val.classes)}); "
+                         f"{len(distractors)} photos of the training classes as extra negatives")
+    card = dict(bundle.card)
+    card.pop("format", None), card.pop("weights_dtype", None)
+    card.update(thresholds=report["thresholds"], calibration=report)
+    save_bundle(out, card, bundle.build_network().state_dict())
+    return card
+
+
+def recalibrate(recipe: ModelRecipe, dataset: Path, out: Path, work: Path) -> dict:
+    """Calibrate an already-built bundle again (after a change to the calibration only)."""
+    train, val = training_folders(Path(dataset), recipe)
+    net = load_bundle(out).build_network()
+    return calibrate(out, recipe, train, HeldOut(net, val, recipe, work), val)
 
 
 def _card(recipe, net, train, val, history, stages, timings) -> dict:

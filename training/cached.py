@@ -92,7 +92,7 @@ def embed_activations(net: EmbeddingNet, acts: torch.Tensor, head: str, batch: i
     return torch.cat(parts).numpy().astype(np.float32, copy=False)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: a projection head trains on these tensors
 def pooled_features(net: EmbeddingNet, acts: torch.Tensor, head: str | None = None,
                     batch: int = 256) -> torch.Tensor:
     """(n, 1280) float32 pooled features of ``head``'s top (None: the shared top) before its

@@ -70,13 +70,23 @@ def calibrate_bundle(bundle: ModelBundle, dataset: Path, images: int = 300, seed
     return report
 
 
-def calibrate_images(embedder: Embedder, originals: list, classes: list, seed: int = 0) -> dict:
-    """Thresholds for every head of ``embedder`` from photos and their class names."""
+def calibrate_images(embedder: Embedder, originals: list, classes: list, seed: int = 0,
+                     distractors: list = ()) -> dict:
+    """Thresholds for every head of ``embedder`` from photos and their class names.
+
+    ``distractors`` (photos of other classes than all of ``originals``) only add negatives:
+    every pair of an original or a copy with a distractor. With a handful of held-out
+    classes, same-class pairs are far more common than in a real library, so a precision
+    target met there would not hold in use; distractors bring the ratio of negatives per
+    positive up to that of a library with many subjects.
+    """
     classes = np.array(classes)
+    extra = embedder.embed_images(list(distractors)) if len(distractors) else {}
     families = sorted(FAMILIES)
     copies = [make_copy(img, fam, seed * 100_003 + i * 31 + j)
               for i, img in enumerate(originals) for j, fam in enumerate(families)]
-    report: dict = {"originals": len(originals), "families": families, "thresholds": {}}
+    report: dict = {"originals": len(originals), "distractors": len(distractors), "families": families,
+                    "thresholds": {}}
     for head in embedder.heads:
         orig = embedder.embed_images(originals, (head,))[head]
         sims = orig @ orig.T
@@ -86,15 +96,18 @@ def calibrate_images(embedder: Embedder, originals: list, classes: list, seed: i
             pos = np.einsum("nd,nfd->nf", orig, cop)
             cross = np.einsum("md,nfd->mnf", orig, cop)
             cross_neg = cross[~np.eye(len(orig), dtype=bool)].ravel()
-            thr, recall = threshold_at_precision(pos.ravel(), np.concatenate([sims[upper], cross_neg]),
-                                                 NEAR_PRECISION)
+            negatives = [sims[upper], cross_neg]
+            if head in extra:
+                negatives += [(orig @ extra[head].T).ravel(), (cop @ extra[head].T).ravel()]
+            thr, recall = threshold_at_precision(pos.ravel(), np.concatenate(negatives), NEAR_PRECISION)
             report["thresholds"][head] = {"near": round(thr, 4)}
             report[f"{head}_near"] = {"precision_target": NEAR_PRECISION, "pair_recall": round(recall, 4),
                                       "recall_per_family": {f: round(float((pos[:, j] >= thr).mean()), 4)
                                                             for j, f in enumerate(families)}}
         else:
             same = (classes[:, None] == classes[None, :])[upper]
-            thr, recall = threshold_at_precision(sims[upper][same], sims[upper][~same], SIMILAR_PRECISION)
+            negatives = [sims[upper][~same]] + ([(orig @ extra[head].T).ravel()] if head in extra else [])
+            thr, recall = threshold_at_precision(sims[upper][same], np.concatenate(negatives), SIMILAR_PRECISION)
             report["thresholds"][head] = {"similar": round(thr, 4)}
             report[f"{head}_similar"] = {"precision_target": SIMILAR_PRECISION, "pair_recall": round(recall, 4)}
     return report

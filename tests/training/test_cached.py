@@ -12,7 +12,7 @@ from engine.model_bundle import load_bundle
 from tests import imagegen
 from training.build import ModelRecipe, build, training_folders
 from training.cached import embed_activations, pooled_features, view_activations
-from training.cached_train import StageConfig, train_copy_branch, train_projection
+from training.cached_train import StageConfig, train_copy_branch, train_projection, whitening_init
 from training.evaluate import map_at_r
 from training.model import ModelConfig, build_model
 
@@ -94,6 +94,21 @@ def test_projection_learns_classes_from_cached_features():
     assert score() > before + 0.1
 
 
+def test_whitening_init_is_pca_scaled_by_the_root_of_each_components_spread():
+    gen = torch.Generator().manual_seed(0)
+    scales = torch.tensor([5.0, 2.0, 1.0, 0.5, 0.1])
+    feats = (torch.randn(400, 1, 5, generator=gen) * scales + 3.0)
+    head = torch.nn.Linear(5, 3)
+    whitening_init(head, feats)
+    with torch.no_grad():
+        out = head(feats[:, 0])
+    assert out.mean(0).abs().max() < 1e-4  # centred through the bias
+    spread = out.std(0)
+    assert torch.allclose(spread, scales[:3].sqrt(), rtol=0.15)  # std^(1 - 1/2) per component
+    with pytest.raises(ValueError, match="at least 8"):
+        whitening_init(torch.nn.Linear(5, 8), torch.randn(4, 1, 5))
+
+
 def test_projection_needs_two_classes_with_two_photos():
     with pytest.raises(ValueError, match="two classes"):
         train_projection(torch.nn.Linear(4, 2), torch.randn(3, 1, 4), torch.tensor([0, 1, 2]), StageConfig(steps=1))
@@ -141,10 +156,12 @@ def test_build_writes_a_calibrated_bundle_the_engine_loads_and_reuses_caches(cal
     vec = embedder.embed_images([imagegen.photo(1, (70, 50))])
     assert vec["copy"].shape == (1, 16) and vec["semantic"].shape == (1, 8)
     assert 0 < embedder.threshold("copy", "near") <= 1
-    cached = sorted(p.name for p in work.iterdir())
-    assert len(cached) == 3
+    cached = sorted(p.name.split("-")[0] for p in work.iterdir())
+    assert cached == ["copy", "copy", "heldout", "semantic"]  # views and the trained copy stage
     stamps = {p: p.stat().st_mtime_ns for p in work.iterdir()}
-    build(tiny_recipe(), caltech, tmp_path / "bundle2", work)
+    again = build(tiny_recipe(semantic_stage={"steps": 2, "batch": 4, "eval_every": 1}), caltech,
+                  tmp_path / "bundle2", work)
     assert {p: p.stat().st_mtime_ns for p in work.iterdir()} == stamps  # nothing recomputed
+    assert again["metrics"]["history"]["copy"] == card["metrics"]["history"]["copy"]
     build(tiny_recipe(copy_views=3), caltech, tmp_path / "bundle3", work)
-    assert len(list(work.iterdir())) == 4  # a changed recipe gets its own cache
+    assert len(list(work.iterdir())) == 6  # a changed recipe gets its own views and copy stage
