@@ -38,9 +38,9 @@ from engine.decode import read_photo  # noqa: E402
 from engine.embedding import Embedder  # noqa: E402
 from engine.model_bundle import load_bundle  # noqa: E402
 from training.baselines import HashEmbedder  # noqa: E402
-from training.build import HeldOut, ModelRecipe, copy_views, semantic_features, training_folders  # noqa: E402
+from training.build import ModelRecipe, copy_views, semantic_features, training_folders  # noqa: E402
 from training.cached import embed_activations, pooled_features, view_activations  # noqa: E402
-from training.cached_train import StageConfig, train_copy_branch, train_projection  # noqa: E402
+from training.cached_train import StageConfig, train_copy_branch, train_projection, whitening_init  # noqa: E402
 from training.calibrate import sample_images  # noqa: E402
 from training.evaluate import (EvalConfig, _near_duplicate_sets, class_retrieval_metrics,  # noqa: E402
                                evaluate_embedder, near_duplicate_metrics)
@@ -117,10 +117,8 @@ def threshold_precision(test: TestSet, net, card: dict) -> dict:
 
 
 def ablation(net, recipe: ModelRecipe, test: TestSet, work: Path, dataset: Path) -> list[dict]:
-    train, val = training_folders(dataset, recipe)
+    train, _ = training_folders(dataset, recipe)
     feats = semantic_features(net, train, recipe, work, lambda *a: True)
-    held = HeldOut(net, val, recipe, work)
-    held_feats = pooled_features(net, held.originals)
     test_feats = pooled_features(net, test.acts)
     base = StageConfig(**{"steps": 1000, "batch": 32, "lr": 1e-3, **recipe.semantic_stage})
     runs = [("triplet", 45, 256), ("npair", 45, 256), ("angular", 45, 256), ("npair+angular", 45, 256),
@@ -130,12 +128,19 @@ def ablation(net, recipe: ModelRecipe, test: TestSet, work: Path, dataset: Path)
     for loss, alpha, dim in runs:
         torch.manual_seed(0)
         head = torch.nn.Linear(feats.shape[-1], dim)
-        torch.nn.init.orthogonal_(head.weight)
-        torch.nn.init.zeros_(head.bias)
+        if recipe.semantic_init == "pca-sqrt-whiten":  # the shipped recipe's start
+            whitening_init(head, feats)
+        else:
+            torch.nn.init.orthogonal_(head.weight)
+            torch.nn.init.zeros_(head.bias)
         project = lambda x: F.normalize(head(x), dim=-1).detach().numpy()  # noqa: E731
-        validate = lambda: class_retrieval_metrics(project(held_feats), held.labels)["map@r"]  # noqa: E731
+        if not rows:  # where every run starts: the initial projection, untrained
+            m = class_retrieval_metrics(project(test_feats), test.classes)
+            rows.append({"head": "semantic", "loss": "(start, untrained)", "alpha": "", "dim": dim,
+                         **_class_row(m), "train_s": 0.0})
         start = time.perf_counter()
-        train_projection(head, feats, torch.tensor(train.labels), replace(base, loss=loss, alpha_deg=alpha), validate)
+        # Equal budget, no selection: every loss is measured after the same number of steps.
+        train_projection(head, feats, torch.tensor(train.labels), replace(base, loss=loss, alpha_deg=alpha))
         m = class_retrieval_metrics(project(test_feats), test.classes)
         rows.append({"head": "semantic", "loss": loss, "alpha": alpha, "dim": dim, **_class_row(m),
                      "train_s": round(time.perf_counter() - start, 1)})
@@ -144,17 +149,16 @@ def ablation(net, recipe: ModelRecipe, test: TestSet, work: Path, dataset: Path)
 
 
 def copy_ablation(recipe: ModelRecipe, test: TestSet, work: Path, dataset: Path, steps: int) -> list[dict]:
-    train, val = training_folders(dataset, recipe)
+    train, _ = training_folders(dataset, recipe)
     rows = []
     for loss, alpha in [("triplet", 45), ("npair", 45), ("angular", 45), ("npair+angular", 45)]:
         net = build_model(ModelConfig(heads=dict(recipe.heads), branches=dict(recipe.branches),
                                       trunk_policy="frozen", learn_gem_p=True)).eval()
         views = copy_views(net, train, recipe, work, lambda *a: True)
-        held = HeldOut(net, val, recipe, work)
         cfg = StageConfig(**{**recipe.copy_stage, "steps": steps, "eval_every": max(1, steps // 4),
                              "loss": loss, "alpha_deg": alpha})
         start = time.perf_counter()
-        train_copy_branch(net, views, cfg, lambda: held.copy_score(net))
+        train_copy_branch(net, views, cfg)  # equal budget: the state after the last step
         m = test.near(head_embed(net, "copy"))
         rows.append({"head": "copy", "loss": loss, "alpha": alpha, "steps": steps, **_near_row(m),
                      "train_s": round(time.perf_counter() - start, 1)})
@@ -196,10 +200,14 @@ def main() -> int:
     parser.add_argument("--skip-hashes", action="store_true")
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--skip-ablation", action="store_true")
+    parser.add_argument("--semantic-init", choices=("pca-sqrt-whiten", "orthogonal"),
+                        help="override the recipe's start for the semantic ablation")
     args = parser.parse_args()
     dataset, work = Path(args.dataset), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     recipe = ModelRecipe.from_file(args.recipe)
+    if args.semantic_init:
+        recipe.semantic_init = args.semantic_init
     bundle = load_bundle(args.model)
     net = bundle.build_network().float().eval()
     config = EvalConfig(dataset=dataset, split="test", queries=1000, distractors=1000)

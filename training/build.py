@@ -57,6 +57,7 @@ class ModelRecipe:
     val_fraction: float = 0.1
     val_images: int = 300
     calibration_distractors: int = 1000   # train-class photos added as negatives when calibrating
+    near_precision: float = 0.95          # pair precision the near threshold is set for (held out)
     copy_views: int = 8
     copy_augment: dict = field(default_factory=dict)    # AugmentConfig fields
     copy_stage: dict = field(default_factory=dict)      # StageConfig fields
@@ -214,7 +215,7 @@ def calibrate(out: Path, recipe: ModelRecipe, train: LabeledFolder, held: HeldOu
     distractors = [read_photo(train.paths[i], 2 * recipe.input_size).image
                    for i in sorted(picked[:recipe.calibration_distractors].tolist())]
     report = calibrate_images(Embedder(bundle, device="cpu"), held.images, held.labels.tolist(),
-                              recipe.seed, distractors)
+                              recipe.seed, distractors, recipe.near_precision)
     report["dataset"] = (f"caltech101 held-out train classes ({', '.join(val.classes)}); "
                          f"{len(distractors)} photos of the training classes as extra negatives")
     card = dict(bundle.card)

@@ -84,7 +84,7 @@ def _optimise(module: nn.Module, groups: list[dict], step_loss: Callable[[torch.
 
     def checkpoint(step: int) -> None:
         nonlocal best_score, best_state
-        score = validate() if validate else -step  # no validation: keep the last state
+        score = validate() if validate else step  # no validation: keep the last state
         history.append({"step": step, "loss": running / max(1, min(step, cfg.eval_every)),
                         "score": score, "seconds": round(time.perf_counter() - start, 1)})
         if score > best_score:

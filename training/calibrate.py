@@ -71,7 +71,7 @@ def calibrate_bundle(bundle: ModelBundle, dataset: Path, images: int = 300, seed
 
 
 def calibrate_images(embedder: Embedder, originals: list, classes: list, seed: int = 0,
-                     distractors: list = ()) -> dict:
+                     distractors: list = (), near_precision: float = NEAR_PRECISION) -> dict:
     """Thresholds for every head of ``embedder`` from photos and their class names.
 
     ``distractors`` (photos of other classes than all of ``originals``) only add negatives:
@@ -99,9 +99,9 @@ def calibrate_images(embedder: Embedder, originals: list, classes: list, seed: i
             negatives = [sims[upper], cross_neg]
             if head in extra:
                 negatives += [(orig @ extra[head].T).ravel(), (cop @ extra[head].T).ravel()]
-            thr, recall = threshold_at_precision(pos.ravel(), np.concatenate(negatives), NEAR_PRECISION)
+            thr, recall = threshold_at_precision(pos.ravel(), np.concatenate(negatives), near_precision)
             report["thresholds"][head] = {"near": round(thr, 4)}
-            report[f"{head}_near"] = {"precision_target": NEAR_PRECISION, "pair_recall": round(recall, 4),
+            report[f"{head}_near"] = {"precision_target": near_precision, "pair_recall": round(recall, 4),
                                       "recall_per_family": {f: round(float((pos[:, j] >= thr).mean()), 4)
                                                             for j, f in enumerate(families)}}
         else:
