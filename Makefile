@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := build/sample-library
 SAMPLE := resources/samples
 
-.PHONY: run test bench bench-training bench-model demo venv model model-default clean
+.PHONY: run test bench bench-full bench-training bench-model demo venv model model-default clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,9 +39,21 @@ demo: $(STAMP)
 test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 
+# Quick profile (~10 min on 2 cores): scan stages, GUI responsiveness, scan speed beside
+# imagehash/imagededup, the index at 100k; then docs/benchmarks.md with its plots.
 bench: $(STAMP)
 	$(PY) benchmarks/bench_scan.py
 	QT_QPA_PLATFORM=offscreen $(PY) benchmarks/bench_gui.py
+	$(PY) benchmarks/bench_peers.py --profile quick
+	$(PY) benchmarks/bench_index.py --profile quick
+	$(PY) benchmarks/report.py
+
+# Full profile: 2,000 12-MP and 5,000 1080p JPEGs (~6 GB in build/), the index at 1M (hours).
+bench-full: $(STAMP)
+	$(PY) benchmarks/bench_scan.py
+	$(PY) benchmarks/bench_peers.py --profile full
+	$(PY) benchmarks/bench_index.py --profile full
+	$(PY) benchmarks/report.py
 
 # Fine-tune on Caltech-101 train classes with several losses at one budget (~15 min on 2 cores).
 bench-training: $(STAMP)

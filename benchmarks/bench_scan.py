@@ -9,6 +9,7 @@ in the tests; this is where speed is measured.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -53,6 +54,7 @@ def main() -> int:
     parser.add_argument("--folder")
     parser.add_argument("--limit", type=int, default=400)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", default=str(ROOT / "bench-results/scan.json"))
     args = parser.parse_args()
     folder = pick_folder(args)
     embedder = Embedder.load(device=args.device)
@@ -89,6 +91,13 @@ def main() -> int:
     print(f"|{'-' * 46}|{'-' * 8}|{'-' * 10}|{'-' * 10}|")
     for name, count, secs in rows:
         print(f"| {name:44} | {count:6d} | {secs:8.2f} | {count / secs if secs else 0:8.1f} |")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({
+        "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "device": str(embedder.device),
+                    "threads": torch.get_num_threads(), "load_average": os.getloadavg()},
+        "model": embedder.model_id, "input": embedder.input_size,
+        "rows": [{"stage": name, "items": count, "seconds": secs, "per_s": count / secs if secs else 0.0}
+                 for name, count, secs in rows]}, indent=1) + "\n")
     return 0
 
 

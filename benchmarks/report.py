@@ -1,0 +1,148 @@
+"""Write docs/benchmarks.md and its plots from the JSON the benchmarks leave in bench-results/.
+
+    .venv/bin/python benchmarks/report.py [--results bench-results] [--out docs/benchmarks.md]
+
+Reads whatever is there — scan.json (bench_scan.py), peers.json (bench_peers.py),
+index.json (bench_index.py), model.json (bench_model.py) — and writes one markdown page with
+the tables and PNG plots (matplotlib, from the bench extra) into docs/benchmarks/. A missing
+file leaves its section out and says so; nothing is invented.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load(folder: Path, name: str) -> dict | None:
+    path = folder / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def table(rows: list[dict], keys: list[str], fmt: dict | None = None) -> list[str]:
+    fmt = fmt or {}
+    out = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+        cells = []
+        for k in keys:
+            v = row.get(k, "")
+            if v is None:
+                v = "—"
+            cells.append(fmt.get(k, "{:.3g}").format(v) if isinstance(v, float) else str(v))
+        out.append("| " + " | ".join(cells) + " |")
+    return out + [""]
+
+
+def machine_line(data: dict) -> str:
+    m = data.get("machine", {})
+    load = m.get("load_average")
+    return (f"Machine: {m.get('cpus', '?')} CPUs, device {m.get('device', 'cpu')}"
+            + (f", load average at the start {', '.join(f'{x:.2f}' for x in load)}" if load else ""))
+
+
+def scan_section(data: dict) -> list[str]:
+    lines = ["## Scan stages (Caltech-101 photos, `bench_scan.py`)", "", machine_line(data),
+             f"Model {data['model']} at {data['input']} px.", ""]
+    return lines + table(data["rows"], ["stage", "items", "seconds", "per_s"],
+                         {"seconds": "{:.2f}", "per_s": "{:.1f}"})
+
+
+def peers_section(data: dict, plots: Path) -> list[str]:
+    lines = ["## Scan throughput beside imagehash and imagededup (`bench_peers.py`)", "",
+             machine_line(data) + f"; profile {data.get('profile')}.", ""]
+    for name, block in data["sets"].items():
+        lines += [f"### {name}: {block['photos']} photos", ""]
+        for row in block["rows"]:
+            if row.get("skipped") and not row.get("found"):
+                row["found"] = f"skipped: {row['skipped']}"
+        lines += table(block["rows"], ["tool", "photos", "seconds", "photos_per_s", "peak_rss_mb",
+                                       "vs_imagededup_phash", "found"],
+                       {"seconds": "{:.2f}", "photos_per_s": "{:.1f}", "peak_rss_mb": "{:.0f}",
+                        "vs_imagededup_phash": "{:.2f}×"})
+        lines += [f"![{name} throughput](benchmarks/peers-{name}.png)", ""]
+        _bar(block["rows"], plots / f"peers-{name}.png", f"{name}: photos per second")
+    return lines
+
+
+def _bar(rows: list[dict], target: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    shown = [r for r in rows if isinstance(r.get("photos_per_s"), (int, float))]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(shown) + 1.2))
+    ax.barh([r["tool"] for r in shown], [r["photos_per_s"] for r in shown], color="#4a7ab5")
+    ax.invert_yaxis()
+    ax.set_xlabel("photos / s (higher is better)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+
+
+def index_section(data: dict, plots: Path) -> list[str]:
+    lines = ["## Index at scale (`bench_index.py`)", "", machine_line(data) + ".", ""]
+    for result in data["results"]:
+        n = result["n"]
+        lines += [f"### {result['dataset']}, {n:,} vectors of {result['dim']} dims", ""]
+        lines += table(result["builds"], ["M", "ef_construction", "build_s", "vectors_per_s", "file_mb",
+                                          "bytes_per_vector", "peak_growth_mb"],
+                       {"build_s": "{:.1f}", "vectors_per_s": "{:.0f}", "file_mb": "{:.1f}",
+                        "bytes_per_vector": "{:.0f}", "peak_growth_mb": "{:.0f}"})
+        lines += table(result["rows"], ["M", "ef_construction", "ef", "recall", "p50_ms", "p99_ms", "batch_qps"],
+                       {"recall": "{:.4f}", "p50_ms": "{:.3f}", "p99_ms": "{:.3f}", "batch_qps": "{:.0f}"})
+        if result.get("grouping"):
+            lines += table([result["grouping"]], list(result["grouping"]))
+        lines += [f"![recall vs latency at {n:,}](benchmarks/index-{n}.png)", ""]
+        _curve(result["rows"], plots / f"index-{n}.png", f"{n:,} vectors: recall@10 vs p50 latency")
+    if data.get("catalog"):
+        lines += ["Storage per photo:", ""] + table([data["catalog"]], list(data["catalog"]))
+    return lines
+
+
+def _curve(rows: list[dict], target: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in sorted({(r["M"], r["ef_construction"]) for r in rows}):
+        pts = sorted((r["p50_ms"], r["recall"]) for r in rows if (r["M"], r["ef_construction"]) == key)
+        ax.plot(*zip(*pts), marker="o", label=f"M={key[0]}, efC={key[1]}")
+    ax.axhline(0.98, color="grey", linestyle=":", label="recall 0.98")
+    ax.set_xlabel("p50 latency per query, ms")
+    ax.set_ylabel("recall@10 vs exact")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default=str(ROOT / "bench-results"))
+    parser.add_argument("--out", default=str(ROOT / "docs/benchmarks.md"))
+    args = parser.parse_args()
+    results, out = Path(args.results), Path(args.out)
+    plots = out.parent / "benchmarks"
+    plots.mkdir(parents=True, exist_ok=True)
+    lines = ["# Benchmarks", "", "Written by `benchmarks/report.py` from `bench-results/*.json` "
+             "(`make bench`). Numbers depend on the machine and its load: each section names them.", ""]
+    sections = [("scan.json", scan_section, False), ("peers.json", peers_section, True),
+                ("index.json", index_section, True)]
+    for name, make, wants_plots in sections:
+        data = load(results, name)
+        if data is None:
+            lines += [f"*{name} not found: run the benchmark that writes it.*", ""]
+            continue
+        lines += make(data, plots) if wants_plots else make(data)
+    lines += ["## Model quality", "", "See `docs/model-card.md` (`make bench-model`).", ""]
+    out.write_text("\n".join(lines))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
