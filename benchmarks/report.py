@@ -95,8 +95,9 @@ def index_section(data: dict, plots: Path) -> list[str]:
                        {"recall": "{:.4f}", "p50_ms": "{:.3f}", "p99_ms": "{:.3f}", "batch_qps": "{:.0f}"})
         if result.get("grouping"):
             lines += table([result["grouping"]], list(result["grouping"]))
-        lines += [f"![recall vs latency at {n:,}](benchmarks/index-{n}.png)", ""]
-        _curve(result["rows"], plots / f"index-{n}.png", f"{n:,} vectors: recall@10 vs p50 latency")
+        name = f"index-{result['dataset']}-{n}.png"
+        lines += [f"![recall vs latency, {result['dataset']}, {n:,}](benchmarks/{name})", ""]
+        _curve(result["rows"], plots / name, f"{result['dataset']}, {n:,} vectors: recall@10 vs p50 latency")
     if data.get("catalog"):
         lines += ["Storage per photo:", ""] + table([data["catalog"]], list(data["catalog"]))
     return lines
@@ -120,6 +121,33 @@ def _curve(rows: list[dict], target: Path, title: str) -> None:
     plt.close(fig)
 
 
+def summary(peers: dict | None, index: dict | None) -> list[str]:
+    """The headline ratios, computed from the same JSON as the tables below."""
+    lines = ["## Summary", ""]
+    for name, block in (peers or {}).get("sets", {}).items():
+        rows = {r["tool"]: r for r in block["rows"]}
+        cold, ceiling = rows.get("lookalike-cold", {}), rows.get("ceiling-combined", {})
+        dedup = rows.get("imagededup-phash", {})
+        if cold.get("photos_per_s") and ceiling.get("photos_per_s") and dedup.get("photos_per_s"):
+            lines.append(f"- {name} ({block['photos']} photos): cold scan {cold['photos_per_s']:.1f} photos/s = "
+                         f"{cold['photos_per_s'] / ceiling['photos_per_s']:.0%} of the CPU ceiling "
+                         f"(decode + forward on the same cores, {ceiling['photos_per_s']:.1f}/s), "
+                         f"{cold['photos_per_s'] / dedup['photos_per_s']:.2f}× imagededup PHash "
+                         f"({dedup['photos_per_s']:.1f}/s); unchanged rescan "
+                         f"{rows.get('lookalike-rescan', {}).get('photos_per_s', 0):,.0f} photos/s.")
+    for result in (index or {}).get("results", []):
+        rec, grp = result.get("recommended") or {}, result.get("grouping") or {}
+        if rec:
+            lines.append(f"- index, {result['dataset']} {result['n']:,} × {result['dim']}: M={rec['M']}, "
+                         f"ef={rec['ef']} gives recall@10 {rec['recall']:.3f}, p50 {rec['p50_ms']:.2f} ms, "
+                         f"p99 {rec['p99_ms']:.2f} ms; full duplicate grouping {grp.get('total_s', 0):.1f} s; "
+                         f"{result.get('total_bytes_per_photo', 0):,.0f} bytes per photo (index + catalog; "
+                         f"{result['dim']}-d heads — the pretrained default's 1280-d heads need 5× that).")
+    lines += ["- GPU: no numbers here — no GPU was lent when these were measured (the nvJPEG path "
+              "and `scripts/gpu_bench.sh` do not exist yet).", ""]
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default=str(ROOT / "bench-results"))
@@ -130,6 +158,7 @@ def main() -> int:
     plots.mkdir(parents=True, exist_ok=True)
     lines = ["# Benchmarks", "", "Written by `benchmarks/report.py` from `bench-results/*.json` "
              "(`make bench`). Numbers depend on the machine and its load: each section names them.", ""]
+    lines += summary(load(results, "peers.json"), load(results, "index.json"))
     sections = [("scan.json", scan_section, False), ("peers.json", peers_section, True),
                 ("index.json", index_section, True)]
     for name, make, wants_plots in sections:
