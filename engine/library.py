@@ -175,13 +175,15 @@ class Library:
                 self.add_folder(root)
         report = ScanReport(roots)
         scan_id = self.catalog.start_scan(roots)
-        found = scan(roots, lambda d, t, w: progress(d, 0, f"looking in {w}"))
+        records = {f.path: f for f in self.catalog.files()}
+        found = scan(roots, lambda d, t, w: progress(d, 0, f"looking in {w}"),
+                     known={path: (f.size, f.mtime_ns) for path, f in records.items()})
         report.found, report.cancelled = len(found.files), found.cancelled
         with self.catalog.transaction():
             self.catalog.clear_problems(roots)
             for p in found.problems:
                 self.catalog.add_problem(p.path, p.kind, p.message, scan_id)
-        todo = self._skip_unchanged(found.files, scan_id, report)
+        todo = self._skip_unchanged(found.files, records, scan_id, report)
         self._note_stamp()
         try:
             stats = Ingester(self.catalog, self.embedder, scan_id).run(todo, progress) if todo else None
@@ -200,8 +202,7 @@ class Library:
         report.problems = [p for p in self.catalog.problems() if _under(p.path, roots)]
         return report
 
-    def _skip_unchanged(self, entries, scan_id: int, report: ScanReport):
-        known = {f.path: f for f in self.catalog.files()}
+    def _skip_unchanged(self, entries, known: dict, scan_id: int, report: ScanReport):
         have = self.catalog.hashes_with_embedding(self.model_id, self.bundle.heads)
         unchanged, todo = [], []
         for entry in entries:

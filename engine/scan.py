@@ -16,7 +16,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from engine.progress import ProgressCallback, null_progress, wants_stop
 
@@ -49,6 +49,7 @@ class ScanResult:
     files: list[FileEntry] = field(default_factory=list)
     problems: list[ScanProblem] = field(default_factory=list)
     cancelled: bool = False
+    known: Mapping[str, tuple[int, int]] = field(default_factory=dict, repr=False)  # see scan()
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -72,9 +73,16 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
-def scan(roots: Iterable[str | Path], progress: ProgressCallback = null_progress) -> ScanResult:
-    """Walk ``roots`` recursively; return the photos found and the problems met."""
+def scan(roots: Iterable[str | Path], progress: ProgressCallback = null_progress,
+         known: Mapping[str, tuple[int, int]] | None = None) -> ScanResult:
+    """Walk ``roots`` recursively; return the photos found and the problems met.
+
+    ``known`` maps paths already in the catalog to their (size, mtime_ns): a file that still
+    has both is taken as the photo it was without opening it, so an unchanged rescan costs
+    one directory listing and one stat per file, no reads.
+    """
     result = ScanResult(roots=[normalise(r) for r in roots])
+    result.known = known or {}
     visited: set[tuple[int, int]] = set()
     for root in result.roots:
         if not os.path.isdir(root):
@@ -146,6 +154,9 @@ def _add_single(path: str, result: ScanResult) -> None:
 
 def _consider_file(path: str, info: os.stat_result, result: ScanResult) -> None:
     if not stat.S_ISREG(info.st_mode):
+        return
+    if result.known.get(path) == (info.st_size, info.st_mtime_ns) and info.st_size > 0:
+        result.files.append(FileEntry(path, info.st_size, info.st_mtime_ns))
         return
     claims_image = Path(path).suffix.lower() in IMAGE_EXTENSIONS
     if info.st_size == 0:

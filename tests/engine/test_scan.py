@@ -373,3 +373,21 @@ def test_true_from_progress_does_not_cancel(tmp_path):
     make_tree(tmp_path, 3)
     result = scan([tmp_path], lambda *_: True)
     assert not result.cancelled and len(result.files) == 3
+
+
+def test_known_unchanged_files_are_not_opened_but_changed_ones_are(tmp_path, monkeypatch):
+    import builtins
+    from tests import imagegen
+    same = imagegen.save_jpeg(imagegen.photo(1, (40, 30)), tmp_path / "same.jpg")
+    edited = imagegen.save_jpeg(imagegen.photo(2, (40, 30)), tmp_path / "edited.jpg")
+    st_same, st_edited = os.stat(same), os.stat(edited)
+    known = {str(same): (st_same.st_size, st_same.st_mtime_ns),
+             str(edited): (st_edited.st_size, st_edited.st_mtime_ns - 1)}  # changed since
+    edited.write_text("no longer a photo")
+    opened = []
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda p, *a, **k: (opened.append(str(p)), real_open(p, *a, **k))[1])
+    result = scan([tmp_path], known=known)
+    assert [f.path for f in result.files] == [str(same)]
+    assert str(same) not in opened and str(edited) in opened
+    assert [(p.path, p.kind) for p in result.problems] == [(str(edited), "not-image")]
