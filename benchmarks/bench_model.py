@@ -20,7 +20,6 @@ engine's embeddings to ~1e-5, tested); hashes run through ``evaluate_embedder``.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
@@ -241,7 +240,7 @@ def main() -> int:
 
 def real_sets(bundle, dataset: Path, test: TestSet) -> list[dict]:
     distractors = [test.paths[i] for i in test.db_rows[1000:]]
-    pretrained = copy.deepcopy(load_bundle("lite0-imagenet-gem"))
+    pretrained = load_bundle("lite0-imagenet-gem")
     rows = []
     for name, embedder in [("pretrained Lite0+GeM 1280-d", Embedder(pretrained, device="cpu")),
                            (bundle.model_id, Embedder(bundle, device="cpu")),

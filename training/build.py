@@ -178,13 +178,13 @@ def build(recipe: ModelRecipe, dataset: Path, out: Path, work: Path,
     timings["copy_s"] = round(time.perf_counter() - t, 1)
     card = _card(recipe, net, train, val, {"semantic": sem_history, "copy": copy_history},
                  {"semantic": sem_cfg.to_dict(), "copy": copy_cfg.to_dict()}, timings)
-    save_bundle(out, card, net.state_dict())
+    save_bundle(out, card, net.state_dict())  # calibration reads it back as the engine will
     t = time.perf_counter()
-    card = calibrate(out, recipe, train, held, val)
+    report = calibrate(load_bundle(out), recipe, train, held, val)
     timings["calibrate_s"] = round(time.perf_counter() - t, 1)
     timings["total_s"] = round(time.perf_counter() - started, 1)
-    card.update(timings=timings)
-    save_bundle(out, card, load_bundle(out).build_network().state_dict())
+    card.update(thresholds=report["thresholds"], calibration=report, timings=timings)
+    save_bundle(out, card, net.state_dict())
     return card
 
 
@@ -206,11 +206,11 @@ def train_copy_stage(net, train: LabeledFolder, held: HeldOut, recipe: ModelReci
     return result["history"]
 
 
-def calibrate(out: Path, recipe: ModelRecipe, train: LabeledFolder, held: HeldOut,
+def calibrate(bundle, recipe: ModelRecipe, train: LabeledFolder, held: HeldOut,
               val: LabeledFolder) -> dict:
-    """Thresholds with the engine's ``Embedder``: held-out photos and their edited copies as
-    positives, plus ``calibration_distractors`` training photos as extra negatives."""
-    bundle = load_bundle(out)
+    """The calibration report (thresholds included) of a bundle, with the engine's
+    ``Embedder``: held-out photos and their edited copies as positives, plus
+    ``calibration_distractors`` training photos as extra negatives."""
     picked = np.random.default_rng(recipe.seed + 1).permutation(len(train.paths))
     distractors = [read_photo(train.paths[i], 2 * recipe.input_size).image
                    for i in sorted(picked[:recipe.calibration_distractors].tolist())]
@@ -218,18 +218,19 @@ def calibrate(out: Path, recipe: ModelRecipe, train: LabeledFolder, held: HeldOu
                               recipe.seed, distractors, recipe.near_precision)
     report["dataset"] = (f"caltech101 held-out train classes ({', '.join(val.classes)}); "
                          f"{len(distractors)} photos of the training classes as extra negatives")
-    card = dict(bundle.card)
-    card.pop("format", None), card.pop("weights_dtype", None)
-    card.update(thresholds=report["thresholds"], calibration=report)
-    save_bundle(out, card, bundle.build_network().state_dict())
-    return card
+    return report
 
 
 def recalibrate(recipe: ModelRecipe, dataset: Path, out: Path, work: Path) -> dict:
     """Calibrate an already-built bundle again (after a change to the calibration only)."""
     train, val = training_folders(Path(dataset), recipe)
-    net = load_bundle(out).build_network()
-    return calibrate(out, recipe, train, HeldOut(net, val, recipe, work), val)
+    bundle = load_bundle(out)
+    net = bundle.build_network()
+    report = calibrate(bundle, recipe, train, HeldOut(net, val, recipe, work), val)
+    card = {k: v for k, v in bundle.card.items() if k not in ("format", "weights_dtype")}
+    card.update(thresholds=report["thresholds"], calibration=report)
+    save_bundle(out, card, net.state_dict())
+    return card
 
 
 def _card(recipe, net, train, val, history, stages, timings) -> dict:

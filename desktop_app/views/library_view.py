@@ -13,14 +13,12 @@ from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHea
                                QMessageBox, QProgressBar, QPushButton, QTableView, QVBoxLayout, QWidget)
 
 from desktop_app.models import ProblemsModel
+from desktop_app.views.drops import DropTarget, local_files
 
 
 def local_folders(mime) -> list[str]:
     """The local directories among a drag's URLs (files and remote URLs are ignored)."""
-    if mime is None or not mime.hasUrls():
-        return []
-    paths = [url.toLocalFile() for url in mime.urls() if url.isLocalFile()]
-    return [p for p in paths if p and os.path.isdir(p)]
+    return [p for p in local_files(mime) if os.path.isdir(p)]
 
 
 def format_duration(seconds: float) -> str:
@@ -41,7 +39,7 @@ def summary(report) -> str:
     return ("Scan cancelled. " + text) if report.cancelled else text
 
 
-class LibraryView(QWidget):
+class LibraryView(DropTarget, QWidget):
     scanFinished = Signal(object)     # the ScanReport (None when cancelled before it began)
     foldersChanged = Signal()
 
@@ -157,23 +155,12 @@ class LibraryView(QWidget):
             self.cancel_button.setEnabled(False)
             self.status_label.setText("Cancelling…")
 
-    # ---- drag and drop --------------------------------------------------------------------
-    def dragEnterEvent(self, event) -> None:
-        if local_folders(event.mimeData()):
-            event.acceptProposedAction()
-        else:
-            event.ignore()
+    # ---- drag and drop (DropTarget) -------------------------------------------------------
+    def accepted_drops(self, mime) -> list[str]:
+        return local_folders(mime)
 
-    def dragMoveEvent(self, event) -> None:
-        self.dragEnterEvent(event)
-
-    def dropEvent(self, event) -> None:
-        folders = local_folders(event.mimeData())
-        if not folders:
-            event.ignore()
-            return
-        event.acceptProposedAction()
-        self.add_folders(folders)
+    def take_drop(self, paths: list[str]) -> None:
+        self.add_folders(paths)
 
     # ---- slots ----------------------------------------------------------------------------
     def _on_add_button_clicked(self) -> None:

@@ -27,6 +27,17 @@ def _threshold_spin() -> QDoubleSpinBox:
     return spin
 
 
+def _folder_row(edit: QLineEdit, placeholder: str, on_choose) -> QHBoxLayout:
+    """A folder field with its "Choose…" button."""
+    edit.setPlaceholderText(placeholder)
+    choose = QPushButton("Choose…")
+    choose.clicked.connect(on_choose)
+    row = QHBoxLayout()
+    row.addWidget(edit, 1)
+    row.addWidget(choose)
+    return row
+
+
 class SettingsDialog(QDialog):
     """Edit the persisted settings; ``values()`` → dict keyed like ``KEYS``."""
 
@@ -43,12 +54,7 @@ class SettingsDialog(QDialog):
 
     def _build(self) -> None:
         self.folder_edit = QLineEdit()
-        self.folder_edit.setPlaceholderText("default location")
-        browse = QPushButton("Choose…")
-        browse.clicked.connect(self._on_browse_button_clicked)
-        folder_row = QHBoxLayout()
-        folder_row.addWidget(self.folder_edit, 1)
-        folder_row.addWidget(browse)
+        folder_row = _folder_row(self.folder_edit, "default location", self._on_browse_button_clicked)
         restart = QLabel("<small>A new library location takes effect when Lookalike restarts.</small>")
 
         self.device_combo = QComboBox()
@@ -67,12 +73,7 @@ class SettingsDialog(QDialog):
         self.cache_spin.setSingleStep(64)
         self.cache_spin.setSuffix(" MB")
         self.removal_edit = QLineEdit()
-        self.removal_edit.setPlaceholderText("the system trash")
-        removal_browse = QPushButton("Choose…")
-        removal_browse.clicked.connect(self._on_removal_browse_clicked)
-        removal_row = QHBoxLayout()
-        removal_row.addWidget(self.removal_edit, 1)
-        removal_row.addWidget(removal_browse)
+        removal_row = _folder_row(self.removal_edit, "the system trash", self._on_removal_browse_clicked)
 
         form = QFormLayout()
         form.addRow("Library location", folder_row)

@@ -13,6 +13,8 @@ from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListView, QListWidget,
                                QListWidgetItem, QPushButton, QVBoxLayout, QWidget)
 
+from desktop_app.views.drops import DropTarget, local_files
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif"}
 IMAGE_FILTER = "Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES)) + ");;All files (*)"
 ICON_SIZE = 128
@@ -24,13 +26,10 @@ KEY_TAG = "similar-view"      # thumbnail keys are (KEY_TAG, query number, row);
 
 def image_paths(mime) -> list[str]:
     """Local image files among a drag's URLs."""
-    if not mime.hasUrls():
-        return []
-    paths = [url.toLocalFile() for url in mime.urls() if url.isLocalFile()]
-    return [p for p in paths if Path(p).suffix.lower() in IMAGE_SUFFIXES]
+    return [p for p in local_files(mime) if Path(p).suffix.lower() in IMAGE_SUFFIXES]
 
 
-class SimilarView(QWidget):
+class SimilarView(DropTarget, QWidget):
     """``search(path)`` → a grid of the closest photos; ``resultsShown(count)`` when drawn."""
 
     previewRequested = Signal(str)
@@ -222,19 +221,8 @@ class SimilarView(QWidget):
         if path:
             self.search(path)
 
-    def dragEnterEvent(self, event) -> None:
-        if image_paths(event.mimeData()):
-            event.acceptProposedAction()
-        else:
-            event.ignore()
+    def accepted_drops(self, mime) -> list[str]:  # DropTarget
+        return image_paths(mime)
 
-    def dragMoveEvent(self, event) -> None:
-        self.dragEnterEvent(event)
-
-    def dropEvent(self, event) -> None:
-        paths = image_paths(event.mimeData())
-        if not paths:
-            event.ignore()
-            return
-        event.acceptProposedAction()
+    def take_drop(self, paths: list[str]) -> None:
         self.search(paths[0])
