@@ -66,6 +66,10 @@ class DecodedPhoto:
     capture_time: str | None
     camera: str | None
     image: Image.Image | None
+    # With ``keep_jpeg``: a plain RGB/gray JPEG's bytes and EXIF orientation, left for the
+    # GPU decoder (``engine.gpu_decode``) instead of ``image``.
+    jpeg: bytes | None = None
+    orientation: int = 1
 
 
 def content_hash(data: bytes) -> str:
@@ -84,11 +88,14 @@ def read_bytes(path: str | Path) -> bytes:
 
 
 def read_photo(path: str | Path, size: int | None, *, max_pixels: int = MAX_PIXELS,
-               data: bytes | None = None, skip_pixels_for: Container[str] = ()) -> DecodedPhoto:
+               data: bytes | None = None, skip_pixels_for: Container[str] = (),
+               keep_jpeg: bool = False) -> DecodedPhoto:
     """Read ``path`` once; decode pixels to an RGB image near ``size`` px unless size is None.
 
     Pixels are not decoded either when the content hash is in ``skip_pixels_for`` (the
     catalog already holds the embeddings of that content: a renamed file or an exact copy).
+    With ``keep_jpeg``, a plain RGB or grayscale JPEG is not decoded here either: its bytes
+    and orientation are kept for a batched decode on the GPU.
 
     Raises ``DecodeError`` naming the file for unreadable, empty, unknown, truncated or
     oversized images.
@@ -108,6 +115,9 @@ def read_photo(path: str | Path, size: int | None, *, max_pixels: int = MAX_PIXE
             raise DecodeError(path, f"cannot read metadata, the file may be truncated or corrupt"
                                     f" ({_describe(exc)})") from exc
         fmt = img.format or "UNKNOWN"
+        if size is not None and keep_jpeg and fmt == "JPEG" and img.mode in ("RGB", "L"):
+            return DecodedPhoto(path, len(data), digest, width, height, fmt, capture_time, camera,
+                                None, jpeg=data, orientation=_orientation(img))
         image = _pixels(path, img, size) if size is not None else None
     return DecodedPhoto(path, len(data), digest, width, height, fmt,
                         capture_time, camera, image)

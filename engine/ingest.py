@@ -3,7 +3,11 @@
 Unchanged files (same size and mtime) are not opened. Changed and new files are read once in
 worker threads (hash, metadata, pixels); pixels are decoded only for content whose embeddings
 the catalog lacks, so a renamed, moved or copied photo reuses its vectors. Each batch of
-results is written in one transaction, so a crash loses at most one batch.
+results is written in one transaction, so a crash loses at most one batch (64 files; on CUDA
+the embedder's batch, 256 by default, so the GPU gets large batches). When the embedder
+decodes JPEGs on its device, the threads only read, hash and parse the headers of plain
+JPEGs, and their pixels are decoded in batches on the GPU; a file that fails there is
+recorded as a problem like any other undecodable file.
 
 Files may change between the walk and the read. One that disappeared is recorded as a
 "vanished" problem. One that changed is catalogued from the bytes actually read (their hash,
@@ -45,23 +49,24 @@ class Ingester:
         self.stats = IngestStats()
 
     def run(self, entries: list[FileEntry], progress: ProgressCallback) -> IngestStats:
-        size = self.embedder.input_size
+        size, gpu_jpeg = self.embedder.input_size, self.embedder.gpu_jpeg
         known = frozenset(self.known)
+        flush_at = max(BATCH, self.embedder.batch_size) if gpu_jpeg else BATCH
 
         def work(entry: FileEntry) -> DecodedPhoto:
-            return read_photo(entry.path, size, skip_pixels_for=known)
+            return read_photo(entry.path, size, skip_pixels_for=known, keep_jpeg=gpu_jpeg)
 
         batch: list[tuple[FileEntry, DecodedPhoto]] = []
         # Decoding runs up to three batches ahead, so the decode threads keep working while
         # the model embeds a batch (with one batch of lookahead they sat idle meanwhile).
-        results = ordered_map(work, entries, self.embedder.workers, lookahead=3 * BATCH)
+        results = ordered_map(work, entries, self.embedder.workers, lookahead=3 * flush_at)
         try:
             for done, (entry, photo, error) in enumerate(results, 1):
                 if error is not None:
                     self._record_failure(entry, error)
                 else:
                     batch.append((entry, photo))
-                if len(batch) >= BATCH:
+                if len(batch) >= flush_at:
                     self._flush(batch)
                     batch = []
                 if wants_stop(progress, done, len(entries), entry.path):
@@ -91,9 +96,16 @@ class Ingester:
             return
         fresh: dict[str, DecodedPhoto] = {}
         for _, photo in batch:
-            if photo.content_hash not in self.known and photo.image is not None:
+            if photo.content_hash not in self.known and (photo.image is not None or photo.jpeg is not None):
                 fresh.setdefault(photo.content_hash, photo)
-        vectors = self.embedder.embed_images([p.image for p in fresh.values()]) if fresh else {}
+        vectors, errors = self.embedder.embed_photos(list(fresh.values())) if fresh else ({}, {})
+        if errors:  # pixels the device's decoder and Pillow both refused: problems, not rows
+            bad = {list(fresh)[i] for i in errors}
+            for error in errors.values():
+                self.catalog.add_problem(error.path, "decode", error.reason, self.scan_id)
+            self.stats.failed += sum(1 for _, p in batch if p.content_hash in bad)
+            batch = [(e, p) for e, p in batch if p.content_hash not in bad]
+            fresh = {h: p for h, p in fresh.items() if h not in bad}
         with self.catalog.transaction():
             for head, matrix in vectors.items():
                 for digest, row in zip(fresh, matrix):
@@ -108,4 +120,4 @@ class Ingester:
         self.stats.embedded += len(fresh)
         self.stats.reused += len(batch) - len(fresh)
         for _, photo in batch:
-            photo.image = None  # free pixels early
+            photo.image = photo.jpeg = None  # free pixels and bytes early
