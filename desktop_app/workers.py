@@ -351,6 +351,19 @@ class Services:
         """A full-size, EXIF-rotated QImage of a photo (runs beside library jobs)."""
         return self.run(lambda job: load_full_image(path), "preview", library=False)
 
+    def explain(self, first: str, second: str) -> Job:
+        """How ``second`` (B) differs from ``first`` (A); result: (sentence, heat map), the
+        heat map an H×W uint8 numpy array of the aligned difference in A's frame, or None
+        when the photos could not be aligned."""
+        def work(job: Job):
+            from engine.decode import read_photo
+            from engine.explain import describe, explain_pair   # imports OpenCV: only when asked
+
+            a, b = read_photo(first, 1024), read_photo(second, 1024)
+            estimate = explain_pair(a.image, b.image)
+            return describe(estimate, a, b), estimate.difference
+        return self.run(work, "explain match", library=False)
+
     def inspect_labeled_folder(self, path: str) -> Job:
         """Classes and image counts of a labeled folder; result: LabeledFolder."""
         from training.datasets import load_labeled_folder

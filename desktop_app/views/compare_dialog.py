@@ -4,6 +4,7 @@ Both photos load as ``services.preview`` jobs (QImage off the GUI thread, QPixma
 are shown at the same scale relative to the content: the second is fitted into the first's
 size, so a resized copy lines up with its original. Scrolling either pane scrolls the other
 (by proportion); Ctrl+wheel or the +/− buttons zoom both.
+A ``services.explain`` job aligns them: a sentence under the photos, a heat map for "Aligned difference".
 """
 from __future__ import annotations
 
@@ -39,6 +40,13 @@ def difference_image(a: QImage, b: QImage, max_side: int = DIFF_MAX_SIDE, gain: 
         gain //= 2
     painter.end()
     return out
+
+
+def heat_image(difference, gain: int = 4) -> QImage:
+    """The engine's aligned difference (H×W uint8 numpy array) as a QImage, brightened ``gain``×."""
+    grey = (difference.astype("uint16") * gain).clip(0, 255).astype("uint8")
+    height, width = grey.shape
+    return QImage(grey.tobytes(), width, height, width, QImage.Format.Format_Grayscale8).copy()
 
 
 class ImagePane(QScrollArea):
@@ -98,12 +106,14 @@ class CompareDialog(QDialog):
         self.pixmaps: list[QPixmap | None] = [None, None]
         self.zoom = 1.0
         self.diff_pixmap: QPixmap | None = None
+        self.heat_pixmap: QPixmap | None = None     # aligned difference, from the explain job
         self._syncing = False
         self._showing = 0            # which photo the left pane shows while flickering
         self.flicker_timer = QTimer(self, interval=FLICKER_MS)
         self.flicker_timer.timeout.connect(self._on_flicker_timer_timeout)
         self._build()
         self.jobs = [self._load(i) for i in range(2)]
+        self.explain_job = self._explain()
 
     def _build(self) -> None:
         self.panes = [ImagePane(), ImagePane()]
@@ -132,13 +142,17 @@ class CompareDialog(QDialog):
         self.flicker_button.toggled.connect(self._on_flicker_button_toggled)
         self.diff_button = QPushButton("&Difference", checkable=True)
         self.diff_button.toggled.connect(self._on_diff_button_toggled)
+        self.aligned_button = QPushButton("&Aligned difference", checkable=True, enabled=False)
+        self.aligned_button.toggled.connect(self._on_aligned_button_toggled)
         self.zoom_label = QLabel("100%")
-        for widget in (self.zoom_label, self.flicker_button, self.diff_button):
+        for widget in (self.zoom_label, self.flicker_button, self.diff_button, self.aligned_button):
             buttons.addWidget(widget)
         buttons.addStretch(1)
+        self.explain_label = QLabel("Working out how the photos differ…", wordWrap=True)
         layout = QVBoxLayout(self)
         layout.addLayout(buttons)
         layout.addLayout(columns, 1)
+        layout.addWidget(self.explain_label)
 
     @staticmethod
     def _caption(record) -> str:
@@ -170,6 +184,22 @@ class CompareDialog(QDialog):
         if i is not None:
             self.panes[i].show_text(f"Cannot show this photo:\n{message}")
 
+    def _explain(self):
+        job = self.services.explain(*self.paths)
+        job.finished.connect(self._on_explain_finished)
+        job.failed.connect(self._on_explain_failed)
+        return job
+
+    def _on_explain_finished(self, result) -> None:
+        sentence, difference = result
+        self.explain_label.setText(f"A (left) → B (right): {sentence}")
+        if difference is not None:
+            self.heat_pixmap = QPixmap.fromImage(heat_image(difference))
+            self.aligned_button.setEnabled(True)
+
+    def _on_explain_failed(self, message: str) -> None:
+        self.explain_label.setText(f"Cannot explain this pair: {message}")
+
     def _job_index(self) -> int | None:
         sender = self.sender()
         return next((i for i, job in enumerate(getattr(self, "jobs", [])) if job is sender), None)
@@ -182,11 +212,13 @@ class CompareDialog(QDialog):
 
     def _show(self) -> None:
         """Put the right pixmaps in the panes for the current mode (side by side/flicker/diff)."""
-        single = self.flicker_button.isChecked() or self.diff_button.isChecked()
+        single = any(b.isChecked() for b in (self.flicker_button, self.diff_button, self.aligned_button))
         self.columns[1].setVisible(not single)
         base = self._base()
         if self.diff_button.isChecked() and self.diff_pixmap is not None:
             self.panes[0].show_pixmap(self.diff_pixmap, base)
+        elif self.aligned_button.isChecked() and self.heat_pixmap is not None:
+            self.panes[0].show_pixmap(self.heat_pixmap, base)
         else:
             self.panes[0].show_pixmap(self.pixmaps[self._showing if single else 0], base)
             self.captions[0].setText(self._caption(self.records[self._showing if single else 0]))
@@ -233,6 +265,7 @@ class CompareDialog(QDialog):
     def _on_flicker_button_toggled(self, on: bool) -> None:
         if on:
             self.diff_button.setChecked(False)
+            self.aligned_button.setChecked(False)
             self.flicker_timer.start()
         else:
             self.flicker_timer.stop()
@@ -246,8 +279,17 @@ class CompareDialog(QDialog):
     def _on_diff_button_toggled(self, on: bool) -> None:
         if on:
             self.flicker_button.setChecked(False)
+            self.aligned_button.setChecked(False)
             self._make_difference()
             self.captions[0].setText("Difference |first − second| (brightened ×4)")
+        self._show()
+
+    def _on_aligned_button_toggled(self, on: bool) -> None:
+        if on:
+            self.flicker_button.setChecked(False)
+            self.diff_button.setChecked(False)
+            self.captions[0].setText("Aligned difference: second photo warped onto the first, "
+                                     "colours matched (brightened ×4)")
         self._show()
 
     def _make_difference(self) -> None:
