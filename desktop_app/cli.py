@@ -1,7 +1,7 @@
 """``lookalike`` command line: scan folders, list duplicates, find similar photos.
 
     lookalike [--library DIR] scan PATH...
-    lookalike duplicates [--level exact|near|similar] [--json|--csv]
+    lookalike duplicates [--level exact|near|similar|moment] [--window S] [--json|--csv]
     lookalike similar IMAGE [-k N]
     lookalike info
 
@@ -23,6 +23,7 @@ from tqdm import tqdm
 from engine.errors import LookalikeError
 from engine.keeper import format_bytes
 from engine.library import LEVELS, Library, default_folder
+from engine.moments import DEFAULT_WINDOW_S
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", type=Path)
     p = sub.add_parser("duplicates", help="list groups of duplicate photos")
     p.add_argument("--level", choices=LEVELS, default="near",
-                   help="exact copies, near-duplicates (edited/re-encoded, default) or similar photos")
+                   help="exact copies, near-duplicates (edited/re-encoded, default), similar photos, "
+                        "or moment: similar photos taken seconds apart (bursts), with the best shot")
+    p.add_argument("--window", type=float, default=DEFAULT_WINDOW_S, metavar="S",
+                   help="moment level: most seconds between consecutive shots "
+                        f"(default {DEFAULT_WINDOW_S:g})")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--csv", action="store_true")
@@ -138,7 +143,9 @@ def _file_json(member, keep_path: str) -> dict:
 
 
 def cmd_duplicates(lib: Library, args) -> int:
-    groups = lib.duplicates(args.level)
+    if args.window < 0:
+        raise LookalikeError(f"--window must be 0 or more seconds, got {args.window:g}")
+    groups = lib.duplicates(args.level, window_s=args.window)
     if args.json:
         print(json.dumps({"level": args.level, "groups": [
             {"level": g.level, "files": [_file_json(m, g.keep.path) for m in g.members],
@@ -158,10 +165,11 @@ def cmd_duplicates(lib: Library, args) -> int:
 
 def _print_groups(groups, level: str) -> None:
     if not groups:
-        print(f"No {level}-level duplicate groups.")
+        print("No same-moment stacks." if level == "moment" else f"No {level}-level duplicate groups.")
         return
+    keep = "best shot" if level == "moment" else "keep"
     for n, g in enumerate(groups, 1):
-        print(f"Group {n} · {g.level} · {len(g.members)} photos · keep {Path(g.keep.path).name}: {g.reason}")
+        print(f"Group {n} · {g.level} · {len(g.members)} photos · {keep} {Path(g.keep.path).name}: {g.reason}")
         for m in g.members:
             f = m.file
             mark = "KEEP" if f.id == g.keep.id else "    "

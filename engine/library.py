@@ -24,12 +24,16 @@ from engine.index import VectorIndex, remove_stale_temps
 from engine.ingest import Ingester
 from engine.keeper import Candidate, choose_keeper
 from engine.model_bundle import ModelBundle, load_bundle
+from engine.moments import DEFAULT_WINDOW_S, ShotScore, best_shot, group_moments, score_shot
 from engine.progress import ProgressCallback, null_progress
 from engine.scan import normalise, scan
 
 log = logging.getLogger(__name__)
-LEVELS = ("exact", "near", "similar")
-_LEVEL_HEAD = {"near": ("copy", "near"), "similar": ("semantic", "similar")}
+LEVELS = ("exact", "near", "similar", "moment")
+# "moment" (bursts) is not a duplicate level: alike photos taken within seconds of each other,
+# with the best shot suggested instead of the keeper of copies
+_LEVEL_HEAD = {"near": ("copy", "near"), "similar": ("semantic", "similar"),
+               "moment": ("semantic", "similar")}
 NEIGHBOURS = 32
 
 
@@ -54,7 +58,7 @@ class Member:
 
 @dataclass(frozen=True)
 class DuplicateGroup:
-    level: str                 # "exact", "near" or "similar"
+    level: str                 # "exact", "near", "similar" or "moment"
     members: list[Member]
     keep: FileRecord
     reason: str
@@ -98,6 +102,7 @@ class Library:
         self._indexes: dict[str, VectorIndex] = {}
         self._knn_cache: dict = {}
         self._wanted_cache: dict[str, tuple] = {}  # head → (stamp, ids, hashes, vectors)
+        self._shot_scores: dict[str, ShotScore] = {}  # content hash → best-shot score
         self._lock = threading.RLock()        # _indexes, _knn_cache, index files and stamps
         self._writing = threading.Lock()      # one scan or forget at a time
         self._noted_stamp: int | None = None  # content stamp before the running change
@@ -333,18 +338,22 @@ class Library:
         return stamp
 
     # ---- queries --------------------------------------------------------------------------
-    def duplicates(self, level: str = "near", threshold: float | None = None) -> list[DuplicateGroup]:
+    def duplicates(self, level: str = "near", threshold: float | None = None, *,
+                   window_s: float = DEFAULT_WINDOW_S) -> list[DuplicateGroup]:
         """Groups at ``level``; near and similar groups include exact copies of members.
 
         ``threshold`` overrides the model card's calibrated one (the GUI's slider). A group
         whose members all share one content is reported as ``exact``. Pairs a person marked
         "not a duplicate" never link, and a fully dismissed group is not shown again.
+        ``moment`` groups (see ``moments``) use ``window_s`` and are never dismissed.
         """
         if level not in LEVELS:
             raise LookalikeError(f"unknown level '{level}' (choose from {', '.join(LEVELS)})")
         head, threshold_name = _LEVEL_HEAD.get(level, (None, None))
         if head and threshold is None:
             threshold = self.bundle.threshold(head, threshold_name)
+        if level == "moment":
+            return self.moments(threshold, window_s)
         with self._lock:  # the index does not change until the neighbours are read
             if head:
                 self._index(head)  # loaded or rebuilt before the snapshot: that may take a while
@@ -363,9 +372,7 @@ class Library:
                 groups = group_neighbours(np.asarray(ids, np.int64), vectors, nids, nsims, threshold)
         hash_of = dict(zip(ids, hashes))
         vec_of = dict(zip(hashes, vectors))
-        files_of: dict[str, list[FileRecord]] = {}
-        for f in files:
-            files_of.setdefault(f.content_hash, []).append(f)
+        files_of = _files_by_hash(files)
         out, covered = [], set()
         for group in groups:
             group_hashes = [hash_of[i] for i in group]
@@ -405,6 +412,45 @@ class Library:
             sim = 1.0 if same else float(np.dot(vec_of[f.content_hash], vec_of[keep.content_hash]))
             members.append(Member(f, round(min(1.0, sim), 4)))
         return DuplicateGroup(level, members, keep, reason)
+
+    def moments(self, threshold: float | None = None,
+                window_s: float = DEFAULT_WINDOW_S) -> list[DuplicateGroup]:
+        """Stacks of alike photos taken at most ``window_s`` apart (bursts), in time order.
+
+        Not duplicates: ``keep`` is the best shot (sharpest, least clipped) and ``reason`` says
+        why; the keeper rules for copies only pick which exact copy of that shot to keep.
+        ``threshold`` defaults to the semantic head's calibrated "similar" one.
+        """
+        if threshold is None:
+            threshold = self.bundle.threshold("semantic", "similar")
+        with self._lock, self.catalog.snapshot():
+            ids, hashes, vectors = self._wanted("semantic")
+            files_of = _files_by_hash(self.catalog.files())
+        times = [files_of[h][0].capture_time for h in hashes]  # copies share their EXIF
+        stacks = group_moments(ids, times, vectors, threshold, window_s=window_s)
+        hash_of, vec_of = dict(zip(ids, hashes)), dict(zip(hashes, vectors))
+        return [self._moment_group([files_of[hash_of[i]] for i in stack], vec_of) for stack in stacks]
+
+    def _moment_group(self, shots: list[list[FileRecord]], vec_of: dict) -> DuplicateGroup:
+        """One stack; ``shots`` holds each distinct photo's files (its exact copies), in time order."""
+        first = {copies[0].path: copies for copies in shots}
+        best, reason = best_shot(list(first), lambda path: self._shot_score(first[path][0]))
+        keep_id, _ = choose_keeper([_candidate(f) for f in first[best]])  # which copy of the shot
+        keep = next(f for f in first[best] if f.id == keep_id)
+        members = []
+        for f in sorted((f for copies in shots for f in copies), key=lambda f: f.id != keep_id):
+            sim = float(np.dot(vec_of[f.content_hash], vec_of[keep.content_hash]))
+            members.append(Member(f, 1.0 if f.content_hash == keep.content_hash else round(min(1.0, sim), 4)))
+        return DuplicateGroup("moment", members, keep, reason)
+
+    def _shot_score(self, f: FileRecord) -> ShotScore:
+        """The best-shot score of ``f``'s content, kept so a regroup does not decode it again."""
+        score = self._shot_scores.get(f.content_hash)
+        if score is None:
+            score = score_shot(f.path)
+            if score.error is None:
+                self._shot_scores[f.content_hash] = score
+        return score
 
     def similar(self, image: str | Path, k: int = 10, head: str = "semantic") -> list[Match]:
         """The ``k`` photos most like ``image`` (in the library or any file), best first."""
@@ -454,6 +500,13 @@ def _drop_dismissed(ids, hashes, nids, nsims, dismissed: set[tuple[str, str]]) -
             if other is not None and (min(own, other), max(own, other)) in dismissed:
                 nsims[row, col] = -1.0
     return nsims
+
+
+def _files_by_hash(files: list[FileRecord]) -> dict[str, list[FileRecord]]:
+    files_of: dict[str, list[FileRecord]] = {}
+    for f in files:
+        files_of.setdefault(f.content_hash, []).append(f)
+    return files_of
 
 
 def _under(path: str, roots: list[str]) -> bool:

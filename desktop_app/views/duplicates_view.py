@@ -23,7 +23,10 @@ from desktop_app.views.compare_dialog import CompareDialog
 from desktop_app.views.group_model import (GroupListModel, GroupRole, ReviewState, describe_record,
                                            format_bytes)
 
-LEVELS = (("exact", "Exact"), ("near", "Near-duplicates"), ("similar", "Similar"))
+LEVELS = (("exact", "Exact"), ("near", "Near-duplicates"), ("similar", "Similar"),
+          ("moment", "Same moment (bursts)"))
+# the threshold each level's slider starts from; "moment" stacks need "similar" photos
+_THRESHOLD_OF = {"near": "near", "similar": "similar", "moment": "similar"}
 THUMB = 200
 KEY_TAG = "duplicates"
 
@@ -47,7 +50,8 @@ class PhotoCard(QFrame):
         facts = QLabel("<b>" + "</b><br>".join([html.escape(lines[0]), *map(html.escape, lines[1:])]),
                        wordWrap=True)
         facts.setToolTip(self.path)
-        self.keep_label = QLabel(f"KEEP — {group.reason}" if self.path == group.keep.path else "",
+        keep = "BEST SHOT" if group.level == "moment" else "KEEP"
+        self.keep_label = QLabel(f"{keep} — {group.reason}" if self.path == group.keep.path else "",
                                  wordWrap=True, textFormat=Qt.TextFormat.PlainText)
         self.keep_label.setStyleSheet("color: #2e7d32; font-weight: bold")
         self.remove_box = QCheckBox("Remove")
@@ -127,6 +131,7 @@ class DuplicatesView(QWidget):
         self.slider = QSlider(Qt.Orientation.Horizontal, minimum=50, maximum=100, singleStep=1, pageStep=5)
         self.slider.valueChanged.connect(self._on_slider_valueChanged)
         self.threshold_label, self.status, self.summary = QLabel(), QLabel(), QLabel()
+        self.dismiss_button = self._button("&Not a duplicate", self._on_dismiss_clicked)
         top = self._row([QLabel("Level"), self.level_box, QLabel("Threshold"), self.slider,
                          self.threshold_label, self._button("Reset", self._on_reset_clicked), None,
                          self.status])
@@ -135,7 +140,7 @@ class DuplicatesView(QWidget):
                            self._button("Keep oldest", lambda: self.apply_rule("oldest")),
                            self._button("Keep in folder…", self._on_folder_clicked),
                            self._button("Clear marks", lambda: self.apply_rule("clear")), None,
-                           self._button("&Not a duplicate", self._on_dismiss_clicked),
+                           self.dismiss_button,
                            self._button("&Compare…", self._on_compare_clicked)])
         self.trash_button = self._button("Move marked to &trash…", self.move_marked_to_trash)
         self.undo_button = self._button("&Undo", self.undo)
@@ -184,7 +189,8 @@ class DuplicatesView(QWidget):
         self.level_box.setCurrentIndex(index)
 
     def calibrated(self) -> float | None:
-        return None if self.level == "exact" else self.services.thresholds()[self.level]
+        key = _THRESHOLD_OF.get(self.level)
+        return None if key is None else self.services.thresholds()[key]
 
     def threshold(self) -> float | None:
         """The threshold of the next regroup (None: the model's calibrated one)."""
@@ -201,6 +207,7 @@ class DuplicatesView(QWidget):
 
     def _on_level_box_currentIndexChanged(self, index: int) -> None:
         self._threshold = None
+        self.dismiss_button.setEnabled(self.level != "moment")  # a burst is not a duplicate
         self._sync_slider()
         self.refresh()
 
@@ -219,7 +226,10 @@ class DuplicatesView(QWidget):
         """Regroup in the background; returns the job (only the latest request is shown)."""
         self._debounce.stop()
         self.status.setText("Grouping…")
-        job = self._regroup_job = self.services.duplicates(self.level, self.threshold())
+        threshold = self.threshold()
+        if threshold is None and self.level == "moment":
+            threshold = self.calibrated()   # the "similar" one in use, the user's setting included
+        job = self._regroup_job = self.services.duplicates(self.level, threshold)
         job.finished.connect(self._on_duplicates_finished)
         job.failed.connect(self._on_duplicates_failed)
         return job

@@ -5,7 +5,8 @@ rules that set those marks for every group at once, the "would remove every copy
 the space a removal would free. ``GroupListModel`` is the Qt face of the group list.
 
 Marks: a photo is kept or marked "remove". Until the person (or a rule) decides, the engine's
-suggested keeper is kept and every other copy is marked. Decisions are remembered by path, so
+suggested keeper is kept and every other copy is marked (in a same-moment stack only exact
+copies of the best shot are: its other shots are different photos, kept until marked). Decisions are remembered by path, so
 regrouping at another threshold keeps them for the photos that are still in a group.
 """
 from __future__ import annotations
@@ -82,6 +83,9 @@ class ReviewState:
     def is_marked(self, group, path: str) -> bool:
         if path in self._choice:
             return self._choice[path]
+        if group.level == "moment":  # a burst's other shots are photos, not copies: only the
+            return any(m.file.path == path and path != group.keep.path  # best shot's copies
+                       and m.file.content_hash == group.keep.content_hash for m in group.members)
         return path != group.keep.path
 
     def set_marked(self, path: str, remove: bool) -> None:

@@ -156,6 +156,43 @@ def test_duplicates_text_when_there_are_none(run, tmp_path):
     assert rc == 0 and out == "No exact-level duplicate groups.\n"
 
 
+def _shot(img, path: Path, when: str) -> Path:
+    """A JPEG whose EXIF DateTimeOriginal is ``when`` ("YYYY:MM:DD HH:MM:SS")."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9003] = when
+    return save_jpeg(img, path, exif=exif)
+
+
+def test_duplicates_moment_level_stacks_a_burst(run, tmp_path):
+    from PIL import ImageFilter
+
+    folder, scene = tmp_path / "burst", photo(1)
+    first = _shot(scene, folder / "IMG_1.jpg", "2024:05:01 10:00:01")
+    shaky = _shot(scene.filter(ImageFilter.GaussianBlur(1)), folder / "IMG_2.jpg", "2024:05:01 10:00:03")
+    later = _shot(resize(scene, 0.9), folder / "IMG_3.jpg", "2024:05:01 11:00:00")
+    lib = tmp_path / "lib"
+    assert run("--library", lib, "scan", folder)[0] == 0
+    rc, out, _ = run("--library", lib, "duplicates", "--level", "moment", "--json")
+    assert rc == 0
+    data = json.loads(out)
+    assert data["level"] == "moment" and len(data["groups"]) == 1
+    group = data["groups"][0]
+    assert group["level"] == "moment" and group["keep"] == str(first)
+    assert group["reason"] == "sharpest of 2, well exposed"
+    assert [f["path"] for f in group["files"]] == [str(first), str(shaky)]
+    assert group["files"][0]["capture_time"] == "2024-05-01T10:00:01"
+    assert str(later) not in out
+    rc, out, _ = run("--library", lib, "duplicates", "--level", "moment")
+    assert rc == 0
+    assert out.splitlines()[0] == "Group 1 · moment · 2 photos · best shot IMG_1.jpg: sharpest of 2, well exposed"
+    rc, out, _ = run("--library", lib, "duplicates", "--level", "moment", "--window", "1")
+    assert (rc, out) == (0, "No same-moment stacks.\n")
+    rc, out, err = run("--library", lib, "duplicates", "--level", "moment", "--window", "-1")
+    _one_error_line(rc, out, err)
+
+
 def test_similar_returns_the_copy_first(run, scanned):
     lib, files, *_ = scanned
     rc, out, _ = run("--library", lib, "similar", files["original"], "-k", "2", "--json")

@@ -183,6 +183,34 @@ def test_near_group_with_keeper_and_live_threshold(view, qtbot, qtmodeltester):
     assert not view.slider.isEnabled() and names(view.model.groups()[0]) == ["beach copy.jpg", "beach.jpg"]
 
 
+def test_moment_level_stacks_a_burst_with_its_best_shot(view, qtbot, services, tmp_path):
+    from PIL import Image, ImageFilter
+
+    from imagegen import photo, save_jpeg
+
+    folder, scene = tmp_path / "burst", photo(1)
+    for name, img, when in (("IMG_1.jpg", scene, "10:00:01"),
+                            ("IMG_2.jpg", scene.filter(ImageFilter.GaussianBlur(1)), "10:00:04")):
+        exif = Image.Exif()
+        exif.get_ifd(0x8769)[0x9003] = f"2024:05:01 {when}"
+        save_jpeg(img, folder / name, exif=exif)
+    with qtbot.waitSignal(services.scan([str(folder)]).finished, timeout=WAIT):
+        pass
+    groups = refreshed(view, qtbot, lambda: view.set_level("moment"))
+    assert [(g.level, names(g)) for g in groups] == [("moment", ["IMG_1.jpg", "IMG_2.jpg"])]
+    assert view.level_box.currentText() == "Same moment (bursts)"
+    assert view.slider.isEnabled() and view.slider.value() == round(100 * services.thresholds()["similar"])
+    assert view.threshold() is None and not view.dismiss_button.isEnabled()
+    keeper = groups[0].keep.path
+    assert keeper.endswith("/IMG_1.jpg")
+    assert view._cards[keeper].keep_label.text() == "BEST SHOT — sharpest of 2, well exposed"
+    other = next(m.file.path for m in groups[0].members if m.file.path != keeper)
+    assert not view.state.is_marked(groups[0], other)  # the other shot is a photo, not a copy
+    assert refreshed(view, qtbot, lambda: view.slider.setValue(100)) == []
+    refreshed(view, qtbot, lambda: view.set_level("near"))
+    assert view.dismiss_button.isEnabled()
+
+
 def test_only_the_latest_regroup_is_shown(view, qtbot):
     refreshed(view, qtbot)
     shown = []
@@ -343,6 +371,26 @@ def test_compare_dialog(services, photo_folder, qtbot):
     diff = dialog.diff_pixmap
     assert diff is not None and not diff.isNull() and diff.size() == dialog.pixmaps[0].size()
     assert left.pixmap is diff
+
+
+def test_compare_dialog_explains_a_crop(services, tmp_path, qtbot):
+    from desktop_app.views.compare_dialog import CompareDialog
+    from imagegen import photo, save_jpeg
+
+    original = photo(3, (640, 480))
+    first = save_jpeg(original, tmp_path / "pair" / "original.jpg")
+    second = save_jpeg(original.crop((120, 90, 520, 390)), tmp_path / "pair" / "cropped.jpg")
+    dialog = CompareDialog(services, str(first), str(second))
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitUntil(lambda: "crop" in dialog.explain_label.text(), timeout=WAIT)
+    assert "B is a 39% crop of A" in dialog.explain_label.text()
+    assert dialog.aligned_button.isEnabled() and dialog.heat_pixmap.size().width() == 640
+    qtbot.waitUntil(dialog.loaded, timeout=WAIT)
+    dialog.aligned_button.setChecked(True)
+    assert dialog.panes[0].pixmap is dialog.heat_pixmap and not dialog.columns[1].isVisible()
+    dialog.diff_button.setChecked(True)
+    assert not dialog.aligned_button.isChecked() and dialog.panes[0].pixmap is dialog.diff_pixmap
 
 
 def test_compare_from_the_view(view, qtbot):
