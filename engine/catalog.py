@@ -20,7 +20,7 @@ from engine.errors import CatalogError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _CHUNK = 500  # ids per IN (...) clause, well under SQLite's variable limit
 _STAMP = "content_stamp"  # meta key: bumped in the same transaction as every photo change
 _FILE_COLS = "id, path, size, mtime_ns, content_hash, width, height, format, capture_time, camera"
@@ -96,8 +96,23 @@ def _to_v3(conn: sqlite3.Connection) -> None:
     """)
 
 
+def _to_v4(conn: sqlite3.Connection) -> None:
+    """Review decisions as labelled groups (engine.feedback): what kind, which model proposed
+    the group at which threshold, and per member whether it was kept and its keeper features."""
+    _run_all(conn, """
+        CREATE TABLE reviews (
+            id INTEGER PRIMARY KEY, decided_at TEXT NOT NULL, kind TEXT NOT NULL,
+            level TEXT, model_id TEXT, threshold REAL);
+        CREATE TABLE review_members (
+            review_id INTEGER NOT NULL REFERENCES reviews(id) ON DELETE CASCADE,
+            content_hash TEXT NOT NULL, path TEXT NOT NULL, kept INTEGER NOT NULL,
+            similarity REAL, features_json TEXT NOT NULL);
+        CREATE INDEX review_members_hash ON review_members(content_hash);
+    """)
+
+
 # _MIGRATIONS[i] takes a database from version i to version i + 1.
-_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2, _to_v3]
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2, _to_v3, _to_v4]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -275,9 +290,10 @@ class Catalog:
                 " AND (last_seen_scan IS NULL OR last_seen_scan != ?) ORDER BY id",
                 params + [scan_id])]
             self._conn.executemany("DELETE FROM files WHERE id = ?", ((i,) for i in ids))
+            # embeddings of reviewed photos stay: their decisions are scored and trained on
             orphans = self._conn.execute(
-                "DELETE FROM embeddings WHERE content_hash NOT IN"
-                " (SELECT content_hash FROM files)").rowcount
+                "DELETE FROM embeddings WHERE content_hash NOT IN (SELECT content_hash FROM files)"
+                " AND content_hash NOT IN (SELECT content_hash FROM review_members)").rowcount
             if ids or orphans:
                 self._touch()
         log.info("swept %d missing files and %d orphan embeddings", len(ids), orphans)
@@ -427,3 +443,37 @@ class Catalog:
         with self.transaction():
             for a, b in pairs:
                 self._write("DELETE FROM decisions WHERE hash_a = ? AND hash_b = ?", (a, b))
+
+    # reviews (labelled groups for learning from the user; see engine.feedback)
+    @_guarded
+    def add_review(self, kind: str, level: str | None, model_id: str | None, threshold: float | None,
+                   members: Iterable[tuple[str, str, bool, float | None, dict]]) -> int:
+        """One review; ``members``: (content_hash, path, kept, similarity, features)."""
+        with self.transaction():
+            cur = self._write("INSERT INTO reviews (decided_at, kind, level, model_id, threshold)"
+                              " VALUES (?, ?, ?, ?, ?)", (_now(), kind, level, model_id, threshold))
+            review_id = int(cur.lastrowid)
+            for digest, path, kept, sim, features in members:
+                self._write("INSERT INTO review_members (review_id, content_hash, path, kept,"
+                            " similarity, features_json) VALUES (?, ?, ?, ?, ?, ?)",
+                            (review_id, digest, path, int(kept), sim, json.dumps(features)))
+        return review_id
+
+    @_guarded
+    def reviews(self) -> list[tuple[tuple, list[tuple]]]:
+        """Every review as ((id, decided_at, kind, level, model_id, threshold),
+        [(content_hash, path, kept, similarity, features), ...]), oldest first."""
+        heads = self._conn.execute("SELECT id, decided_at, kind, level, model_id, threshold"
+                                   " FROM reviews ORDER BY id").fetchall()
+        members: dict[int, list[tuple]] = {h[0]: [] for h in heads}
+        for rid, digest, path, kept, sim, features in self._conn.execute(
+                "SELECT review_id, content_hash, path, kept, similarity, features_json"
+                " FROM review_members ORDER BY rowid"):
+            members[rid].append((digest, path, bool(kept), sim, json.loads(features)))
+        return [(h, members[h[0]]) for h in heads]
+
+    @_guarded
+    def delete_review(self, review_id: int) -> None:
+        with self.transaction():
+            self._write("DELETE FROM review_members WHERE review_id = ?", (review_id,))
+            self._write("DELETE FROM reviews WHERE id = ?", (review_id,))

@@ -20,6 +20,7 @@ from engine.catalog import Catalog, FileRecord, Problem
 from engine.embedding import Embedder
 from engine.errors import LookalikeError
 from engine.grouping import group_neighbours
+from engine.feedback import FeedbackStore
 from engine.index import VectorIndex, remove_stale_temps
 from engine.ingest import Ingester
 from engine.keeper import Candidate, choose_keeper
@@ -103,6 +104,7 @@ class Library:
         self._knn_cache: dict = {}
         self._wanted_cache: dict[str, tuple] = {}  # head → (stamp, ids, hashes, vectors)
         self._shot_scores: dict[str, ShotScore] = {}  # content hash → best-shot score
+        self.feedback = FeedbackStore(self.catalog, self.folder / "feedback")
         self._lock = threading.RLock()        # _indexes, _knn_cache, index files and stamps
         self._writing = threading.Lock()      # one scan or forget at a time
         self._noted_stamp: int | None = None  # content stamp before the running change
@@ -359,6 +361,8 @@ class Library:
                 self._index(head)  # loaded or rebuilt before the snapshot: that may take a while
             with self.catalog.snapshot():  # one consistent view, even while a scan writes
                 dismissed = self.catalog.decisions("not-duplicate")
+                if level == "near":  # "similar, not a near-duplicate" hides pairs here only
+                    dismissed |= self.catalog.decisions("similar-not-near")
                 exact = [g for g in self.catalog.hash_groups() if not _all_dismissed(g, dismissed)]
                 if not head:
                     return [self._group(files, None) for files in exact]
@@ -392,12 +396,41 @@ class Library:
             nids, nsims = self._knn_cache["value"]
             return nids, nsims.copy()
 
-    def dismiss(self, group: DuplicateGroup) -> None:
-        """Remember that the photos of ``group`` are not duplicates of each other."""
-        self.catalog.record_decision({m.file.content_hash for m in group.members}, "not-duplicate")
+    def dismiss(self, group: DuplicateGroup, kind: str = "not-duplicate",
+                threshold: float | None = None) -> None:
+        """Remember that the photos of ``group`` are not duplicates of each other
+        (``not-duplicate``), or not near-duplicates but still alike (``similar-not-near``:
+        hidden at the near level only); recorded as a review to learn from."""
+        if kind not in ("not-duplicate", "similar-not-near"):
+            raise LookalikeError(f"cannot dismiss as '{kind}'")
+        self.catalog.record_decision({m.file.content_hash for m in group.members}, kind)
+        self._review(group, kind, [], threshold)
 
     def undismiss(self, group: DuplicateGroup) -> None:
         self.catalog.forget_decisions({m.file.content_hash for m in group.members})
+
+    def record_removal(self, groups: list[DuplicateGroup], removed: list[str],
+                       thresholds: dict[str, float] | None = None) -> int:
+        """Record a "same photo" review for every group that loses photos in ``removed``
+        (paths): the rest of it was kept. Call before the files move (snapshots are read
+        from them). Returns the number of reviews."""
+        gone, count = set(removed), 0
+        for group in groups:
+            if group.level == "moment" or not gone & {m.file.path for m in group.members}:
+                continue
+            self._review(group, "same-photo", sorted(gone), (thresholds or {}).get(group.level))
+            count += 1
+        return count
+
+    def _review(self, group: DuplicateGroup, kind: str, removed: list[str],
+                threshold: float | None) -> None:
+        from engine.keeper_features import photo_features
+
+        gone = set(removed)
+        members = [(m.file, m.file.path not in gone, m.similarity, photo_features(m.file))
+                   for m in group.members]
+        self.feedback.record(kind, members, level=group.level, model_id=self.model_id,
+                             threshold=threshold)
 
     @staticmethod
     def _group(files: list[FileRecord], vec_of: dict | None, level: str = "exact") -> DuplicateGroup:

@@ -35,7 +35,7 @@ def test_fresh_database_reaches_current_version_in_wal_mode(tmp_path):
     db = tmp_path / "new" / "catalog.db"
     with Catalog(db) as cat:
         assert cat.path == db and db.exists()
-        assert cat.schema_version == SCHEMA_VERSION == 3
+        assert cat.schema_version == SCHEMA_VERSION == 4
         assert cat.count_files() == 0
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -63,7 +63,7 @@ def test_v1_database_is_migrated_with_rows_kept(tmp_path):
     conn.commit()
     conn.close()
     with Catalog(db) as cat:
-        assert cat.schema_version == 3
+        assert cat.schema_version == 4
         assert cat.files() == [FileRecord(7, "/x/a.jpg", 123, 456, "abc", 640, 480, "JPEG",
                                           None, None)]
         assert cat.problems() == [Problem("/x/b.txt", "not-image", "b.txt is not an image")]
