@@ -288,8 +288,10 @@ class Services:
     def similar(self, path: str, k: int = 24) -> Job:
         return self.run(lambda job: self.library.similar(path, k), "find similar")
 
-    def dismiss(self, group) -> Job:
-        return self.run(lambda job: self.library.dismiss(group), "not a duplicate")
+    def dismiss(self, group, kind: str = "not-duplicate", threshold: float | None = None) -> Job:
+        """Dismiss ``group`` as "not-duplicate", or "similar-not-near" (hidden at the near
+        level only); either is kept as a decision to learn from."""
+        return self.run(lambda job: self.library.dismiss(group, kind, threshold), "not a duplicate")
 
     def move_to_trash(self, files: list, groups: list) -> Job:
         """Move catalogued files (FileRecords, as reviewed) to the trash or the removal folder
@@ -301,6 +303,8 @@ class Services:
         def work(job: Job):
             check_removal(groups, [f.path for f in files])
             self._check_removal_folder()
+            # the person kept the rest of each group: a "same photo" decision to learn from
+            self.library.record_removal(groups, [f.path for f in files], self.thresholds())
             try:
                 records = self.trash.remove([f.path for f in files], reviewed=files)
             except TrashError as exc:

@@ -131,7 +131,10 @@ class DuplicatesView(QWidget):
         self.slider = QSlider(Qt.Orientation.Horizontal, minimum=50, maximum=100, singleStep=1, pageStep=5)
         self.slider.valueChanged.connect(self._on_slider_valueChanged)
         self.threshold_label, self.status, self.summary = QLabel(), QLabel(), QLabel()
-        self.dismiss_button = self._button("&Not a duplicate", self._on_dismiss_clicked)
+        self.dismiss_button = self._button("&Not a duplicate", lambda: self._on_dismiss_clicked())
+        self.similar_button = self._button("&Similar, not a copy", self._on_similar_clicked)
+        self.similar_button.setToolTip("Alike but different photos: hide them at this level, "
+                                       "keep them in the similar level")
         top = self._row([QLabel("Level"), self.level_box, QLabel("Threshold"), self.slider,
                          self.threshold_label, self._button("Reset", self._on_reset_clicked), None,
                          self.status])
@@ -140,7 +143,7 @@ class DuplicatesView(QWidget):
                            self._button("Keep oldest", lambda: self.apply_rule("oldest")),
                            self._button("Keep in folder…", self._on_folder_clicked),
                            self._button("Clear marks", lambda: self.apply_rule("clear")), None,
-                           self.dismiss_button,
+                           self.dismiss_button, self.similar_button,
                            self._button("&Compare…", self._on_compare_clicked)])
         self.trash_button = self._button("Move marked to &trash…", self.move_marked_to_trash)
         self.undo_button = self._button("&Undo", self.undo)
@@ -208,6 +211,7 @@ class DuplicatesView(QWidget):
     def _on_level_box_currentIndexChanged(self, index: int) -> None:
         self._threshold = None
         self.dismiss_button.setEnabled(self.level != "moment")  # a burst is not a duplicate
+        self.similar_button.setEnabled(self.level == "near")
         self._sync_slider()
         self.refresh()
 
@@ -328,12 +332,16 @@ class DuplicatesView(QWidget):
         self.undo_button.setEnabled(not self._busy and self.services.can_undo())
 
     # ---- not a duplicate, compare ---------------------------------------------------------------
-    def _on_dismiss_clicked(self) -> None:
+    def _on_dismiss_clicked(self, kind: str = "not-duplicate") -> None:
+        """Dismiss the current group; the decision is kept for learning (engine.feedback)."""
         group = self.current_group()
         if group is not None:
-            job = self.services.dismiss(group)
+            job = self.services.dismiss(group, kind, self.threshold() or self.calibrated())
             self._dismiss_jobs[job] = group
             job.finished.connect(self._on_dismiss_finished)
+
+    def _on_similar_clicked(self) -> None:
+        self._on_dismiss_clicked("similar-not-near")
 
     def _on_dismiss_finished(self, _result) -> None:
         group = self._dismiss_jobs.pop(self.sender(), None)

@@ -235,6 +235,17 @@ def test_not_a_duplicate_is_remembered(view, qtbot):
         assert [(g.level, names(g)) for g in groups] == [("exact", ["beach copy.jpg", "beach.jpg"])]
 
 
+def test_similar_not_a_copy_hides_the_group_at_the_near_level_only(view, qtbot, services):
+    refreshed(view, qtbot)
+    assert view.similar_button.isEnabled()
+    refreshed(view, qtbot, view.similar_button.click)
+    assert [g.level for g in refreshed(view, qtbot)] == ["exact"]  # the near group is gone
+    reviews = services.library.feedback.reviews()
+    assert [r.kind for r in reviews] == ["similar-not-near"] and reviews[0].level == "near"
+    view.set_level("similar")
+    assert not view.similar_button.isEnabled()
+
+
 def test_move_to_trash_and_undo(view, qtbot, photo_folder, tmp_path):
     group = refreshed(view, qtbot)[0]
     marked_files = view.marked_files()
@@ -247,6 +258,8 @@ def test_move_to_trash_and_undo(view, qtbot, photo_folder, tmp_path):
     trashed = sorted(p.name for p in (tmp_path / "fake-trash" / "files").iterdir())
     assert trashed == sorted(p.rsplit("/", 1)[1] for p in before)
     assert (photo_folder / "beach.jpg").exists() and view.undo_button.isEnabled()
+    review = view.services.library.feedback.reviews()[-1]  # the person kept the rest
+    assert review.kind == "same-photo" and sum(m.kept for m in review.members) >= 1
     with qtbot.waitSignal(view.libraryChanged, timeout=WAIT):
         view.undo_button.click()
     qtbot.waitUntil(lambda: view.model.rowCount() == 1, timeout=WAIT)
