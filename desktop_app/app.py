@@ -28,6 +28,12 @@ def threshold_overrides(prefs: QSettings) -> dict[str, float]:
     return out
 
 
+def apply_thresholds(services, prefs: QSettings) -> None:
+    """Thresholds from Settings: the ones set by hand, and whether learned ones are used."""
+    services.threshold_overrides = threshold_overrides(prefs)
+    services.use_learned_thresholds = prefs.value("thresholds/use_learned", False, type=bool)
+
+
 def apply_removal_folder(services, prefs: QSettings) -> None:
     """Removed photos go to the chosen folder when one is set, else to the system trash."""
     folder = str(prefs.value("removal/folder") or "").strip()
@@ -60,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     except LookalikeError as exc:  # the window cannot open without a library: say why, plainly
         QMessageBox.critical(None, "Lookalike", f"Cannot open the library:\n{exc}")
         return 1
-    services.threshold_overrides = threshold_overrides(prefs)
+    apply_thresholds(services, prefs)
     apply_removal_folder(services, prefs)
     window = MainWindow(services)
     window.show()

@@ -5,7 +5,7 @@ from PySide6.QtCore import QByteArray, Qt, Slot
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QTabWidget
 
-from desktop_app.app import apply_removal_folder, settings, threshold_overrides
+from desktop_app.app import apply_removal_folder, apply_thresholds, settings
 from desktop_app.views.browse_view import BrowseView
 from desktop_app.views.duplicates_view import DuplicatesView
 from desktop_app.views.finetune_view import FineTuneView
@@ -107,7 +107,7 @@ class MainWindow(QMainWindow):
     def open_settings(self) -> None:
         dialog = SettingsDialog(self.services, self)
         if dialog.exec():
-            self.services.threshold_overrides = threshold_overrides(settings())
+            apply_thresholds(self.services, settings())
             apply_removal_folder(self.services, settings())
             self.statusBar().showMessage("Settings saved; library location and model apply on restart", 8000)
             self.duplicates_view.refresh()

@@ -24,6 +24,7 @@ from PySide6.QtGui import QImage
 
 from engine.errors import Cancelled, LookalikeError
 from engine.library import Library
+from engine.personal_thresholds import PersonalThresholds, calibrate_personal, load_personal, save_personal
 from engine.thumbnails import ThumbnailCache
 from engine.review import check_removal
 from engine.trash import Trash, TrashError, is_inside
@@ -209,6 +210,7 @@ class Services:
     thumbnails: ThumbnailCache
     trash: Trash
     threshold_overrides: dict = field(default_factory=dict)   # {"near": x, "similar": y} from Settings
+    use_learned_thresholds: bool = False   # Settings: thresholds learned from the user's decisions
 
     def __post_init__(self):
         self.library_pool = QThreadPool()
@@ -217,6 +219,7 @@ class Services:
         self.side_pool.setMaxThreadCount(2)
         self.loader = ThumbnailLoader(self.thumbnails)
         self.jobs: list[Job] = []
+        self._personal: tuple[str, PersonalThresholds | None] | None = None   # (model id, learned)
 
     @classmethod
     def open(cls, library_dir: str | Path | None = None, model: str | None = None,
@@ -273,7 +276,7 @@ class Services:
 
     def duplicates(self, level: str, threshold: float | None = None) -> Job:
         if threshold is None:
-            threshold = self.threshold_overrides.get(level)
+            threshold = self.thresholds().get(level)
         return self.run(lambda job: self.library.duplicates(level, threshold), f"{level} groups")
 
     def calibrated_thresholds(self) -> dict[str, float]:
@@ -282,8 +285,33 @@ class Services:
         return {"near": bundle.threshold("copy", "near"), "similar": bundle.threshold("semantic", "similar")}
 
     def thresholds(self) -> dict[str, float]:
-        """Thresholds in use: the user's settings where given, else the model card's."""
-        return {**self.calibrated_thresholds(), **self.threshold_overrides}
+        """Thresholds in use: the user's settings where given, else the ones learned from their
+        decisions (when turned on and learned for the model in use), else the model card's."""
+        learned = self.learned_thresholds() if self.use_learned_thresholds else {}
+        return {**self.calibrated_thresholds(), **learned, **self.threshold_overrides}
+
+    def personal_thresholds(self) -> PersonalThresholds | None:
+        """What was learned from the decisions for the model in use, or None; read from the
+        library folder once per model."""
+        model_id = self.library.model_id
+        if self._personal is None or self._personal[0] != model_id:
+            self._personal = (model_id, load_personal(self.library.folder, model_id))
+        return self._personal[1]
+
+    def learned_thresholds(self) -> dict[str, float]:
+        """{level: threshold} learned for the model in use (levels with too few decisions left out)."""
+        personal = self.personal_thresholds()
+        return personal.learned() if personal is not None else {}
+
+    def recalibrate_thresholds(self, target_precision: float) -> Job:
+        """Learn the thresholds from the decisions at ``target_precision`` and save them;
+        result: PersonalThresholds."""
+        def work(job: Job):
+            result = calibrate_personal(self.library, target_precision, job.report)
+            save_personal(self.library.folder, result)
+            self._personal = (result.model_id, result)
+            return result
+        return self.run(work, "learn thresholds")
 
     def similar(self, path: str, k: int = 24) -> Job:
         return self.run(lambda job: self.library.similar(path, k), "find similar")
@@ -292,6 +320,11 @@ class Services:
         """Dismiss ``group`` as "not-duplicate", or "similar-not-near" (hidden at the near
         level only); either is kept as a decision to learn from."""
         return self.run(lambda job: self.library.dismiss(group, kind, threshold), "not a duplicate")
+
+    def learn_keeper(self) -> Job:
+        """Learn which copy the person keeps from their same-photo decisions and use it for the
+        next groups' keepers; result: KeeperPreference (``fitted``, ``decisions``, ``accuracy``)."""
+        return self.run(lambda job: self.library.learn_keeper(), "learn keeper preference")
 
     def move_to_trash(self, files: list, groups: list) -> Job:
         """Move catalogued files (FileRecords, as reviewed) to the trash or the removal folder

@@ -84,3 +84,14 @@ def labeled_folder(root: Path, classes: int, per_class: int, size: tuple[int, in
         for index in range(per_class):
             save_jpeg(class_photo(label, index, size), root / f"class_{label:02d}" / f"{index}.jpg")
     return root
+
+
+def decision_photos(folder: Path) -> None:
+    """Three copies of one photo (a.jpg, a small.jpg, a grainy.jpg) and three other photos
+    (other 6/7/8.jpg): material for recorded review decisions."""
+    base = photo(1, (320, 240))
+    save_jpeg(base, folder / "a.jpg", quality=95)
+    save_jpeg(resize(base, 0.75), folder / "a small.jpg", quality=85)
+    save_jpeg(recompress(base, 35), folder / "a grainy.jpg")
+    for seed in (6, 7, 8):
+        save_jpeg(photo(seed, (320, 240)), folder / f"other {seed}.jpg")

@@ -1,7 +1,10 @@
-"""Settings: library location, device, thresholds, model in use, thumbnail cache size.
+"""Settings: library location, device, thresholds, model in use, thumbnail cache size, and
+thresholds learned from the user's decisions.
 
 Values live in ``QSettings`` (``desktop_app.app.settings()`` unless one is passed in) under
-the keys of ``KEYS``; ``values()`` returns them as a dict, OK saves them.
+the keys of ``KEYS``; ``values()`` returns them as a dict, OK saves them. A threshold equal to
+the automatic one (learned when "Use learned thresholds" is on and a level learned one, else
+the model card's) is not saved: only thresholds set by hand override the automatic ones.
 """
 from __future__ import annotations
 
@@ -12,8 +15,10 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpin
                                QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox,
                                QVBoxLayout)
 
+from desktop_app.views.learned_thresholds import DEFAULT_PRECISION, LearnedThresholdsWidget
+
 KEYS = ("library/folder", "model/device", "thresholds/near", "thresholds/similar", "model/name",
-        "thumbnails/max_mb", "removal/folder")
+        "thumbnails/max_mb", "removal/folder", "thresholds/use_learned", "thresholds/learn_precision")
 DEVICES = (("auto", "Auto (CUDA when available)"), ("cpu", "CPU"), ("cuda", "CUDA"))
 DEFAULT_MODEL_LABEL = "Built-in default"
 DEFAULT_CACHE_MB = 512
@@ -62,7 +67,7 @@ class SettingsDialog(QDialog):
             self.device_combo.addItem(label, value)
         self.near_spin = _threshold_spin()
         self.similar_spin = _threshold_spin()
-        self.reset_button = QPushButton("Reset to the model's calibrated values")
+        self.reset_button = QPushButton("Reset to the calibrated values (the model's, or learned)")
         self.reset_button.clicked.connect(self._on_reset_button_clicked)
         self.model_combo = QComboBox()
         self.model_combo.addItem(DEFAULT_MODEL_LABEL, "")
@@ -74,6 +79,9 @@ class SettingsDialog(QDialog):
         self.cache_spin.setSuffix(" MB")
         self.removal_edit = QLineEdit()
         removal_row = _folder_row(self.removal_edit, "the system trash", self._on_removal_browse_clicked)
+        self.learn_group = LearnedThresholdsWidget(self.services)
+        self.learn_group.use_check.toggled.connect(self._on_use_check_toggled)
+        self.learn_group.learned.connect(self._on_learn_group_learned)
 
         form = QFormLayout()
         form.addRow("Library location", folder_row)
@@ -90,6 +98,7 @@ class SettingsDialog(QDialog):
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.learn_group)
         layout.addWidget(buttons)
 
     # ---- values -------------------------------------------------------------------------
@@ -103,9 +112,13 @@ class SettingsDialog(QDialog):
         self.folder_edit.setText(str(s.value("library/folder", "") or ""))
         device = str(s.value("model/device", "auto") or "auto")
         self.device_combo.setCurrentIndex(max(0, self.device_combo.findData(device)))
-        calibrated = self.services.thresholds()
-        self.near_spin.setValue(s.value("thresholds/near", calibrated["near"], type=float))
-        self.similar_spin.setValue(s.value("thresholds/similar", calibrated["similar"], type=float))
+        self.learn_group.use_check.blockSignals(True)
+        self.learn_group.use_check.setChecked(s.value("thresholds/use_learned", False, type=bool))
+        self.learn_group.use_check.blockSignals(False)
+        self.learn_group.precision_spin.setValue(s.value("thresholds/learn_precision", DEFAULT_PRECISION, type=float))
+        self._automatic_shown = self.automatic_thresholds()
+        for level, spin in self._threshold_spins().items():
+            spin.setValue(s.value(f"thresholds/{level}", self._automatic_shown[level], type=float))
         # nothing saved yet: show what the library runs; "" saved: the built-in default
         model = str(s.value("model/name", "") or "") if s.contains("model/name") else self._current_model()
         if model and self.model_combo.findData(model) < 0:
@@ -121,12 +134,35 @@ class SettingsDialog(QDialog):
                 "thresholds/similar": round(self.similar_spin.value(), 3),
                 "model/name": self.model_combo.currentData(),
                 "thumbnails/max_mb": self.cache_spin.value(),
-                "removal/folder": self.removal_edit.text().strip()}
+                "removal/folder": self.removal_edit.text().strip(),
+                "thresholds/use_learned": self.learn_group.use_check.isChecked(),
+                "thresholds/learn_precision": round(self.learn_group.precision_spin.value(), 2)}
 
     def save(self) -> None:
+        automatic = self.automatic_thresholds()
         for key, value in self.values().items():
-            self.settings.setValue(key, value)
+            level = key.removeprefix("thresholds/")
+            if level in automatic and _same(value, automatic[level]):
+                self.settings.remove(key)      # not set by hand: follow the model or the learning
+            else:
+                self.settings.setValue(key, value)
         self.settings.sync()
+
+    def _threshold_spins(self) -> dict[str, QDoubleSpinBox]:
+        return {"near": self.near_spin, "similar": self.similar_spin}
+
+    def automatic_thresholds(self) -> dict[str, float]:
+        """The thresholds in use when none is set by hand, as the dialog stands now."""
+        learned = self.services.learned_thresholds() if self.learn_group.use_check.isChecked() else {}
+        return {**self.services.calibrated_thresholds(), **learned}
+
+    def _follow_automatic(self) -> None:
+        """Thresholds that showed the automatic value move with it; ones set by hand stay."""
+        automatic = self.automatic_thresholds()
+        for level, spin in self._threshold_spins().items():
+            if _same(spin.value(), self._automatic_shown[level]):
+                spin.setValue(automatic[level])
+        self._automatic_shown = automatic
 
     def accept(self) -> None:
         self.save()
@@ -147,6 +183,19 @@ class SettingsDialog(QDialog):
 
     @Slot()
     def _on_reset_button_clicked(self) -> None:
-        calibrated = self.services.thresholds()
-        self.near_spin.setValue(calibrated["near"])
-        self.similar_spin.setValue(calibrated["similar"])
+        automatic = self.automatic_thresholds()
+        for level, spin in self._threshold_spins().items():
+            spin.setValue(automatic[level])
+
+    @Slot(bool)
+    def _on_use_check_toggled(self, checked: bool) -> None:
+        self._follow_automatic()
+
+    @Slot(object)
+    def _on_learn_group_learned(self, result) -> None:
+        self._follow_automatic()
+
+
+def _same(a: float, b: float) -> bool:
+    """Equal as the 3-decimal threshold boxes show them."""
+    return abs(round(a, 3) - round(b, 3)) < 5e-4

@@ -7,7 +7,7 @@ from desktop_app.views.finetune_view import FineTuneView
 from desktop_app.views.plot_widget import PlotWidget
 from desktop_app.views.settings_dialog import SettingsDialog
 from desktop_app.views.similar_view import SimilarView
-from imagegen import labeled_folder, photo, save_jpeg
+from imagegen import decision_photos, labeled_folder, photo, save_jpeg
 
 
 def scan(qtbot, services, folder):
@@ -207,7 +207,8 @@ def test_settings_prefill_round_trip_and_reset(qtbot, services, ini_settings, tm
     dialog.accept()
     expected = {"library/folder": str(tmp_path / "elsewhere"), "model/device": "cuda",
                 "thresholds/near": 0.91, "thresholds/similar": 0.42, "model/name": "",
-                "thumbnails/max_mb": 2048, "removal/folder": str(tmp_path / "removed")}
+                "thumbnails/max_mb": 2048, "removal/folder": str(tmp_path / "removed"),
+                "thresholds/use_learned": False, "thresholds/learn_precision": 0.95}
     assert dialog.values() == expected
 
     reread = QSettings(str(tmp_path / "lookalike.ini"), QSettings.Format.IniFormat)
@@ -219,3 +220,66 @@ def test_settings_prefill_round_trip_and_reset(qtbot, services, ini_settings, tm
     assert again.values()["thresholds/near"] == pytest.approx(calibrated["near"], abs=1e-3)
     again.reject()                                  # Cancel keeps what was saved
     assert reread.value("thresholds/near", type=float) == 0.91
+
+
+# ---- Settings: thresholds learned from the decisions ----------------------------------------
+def record_decisions(qtbot, services, folder):
+    """Three copies of one photo with one kept (3 same-photo pairs), three different photos
+    dismissed together (3 not-duplicate pairs)."""
+    from engine.library import DuplicateGroup, Member
+
+    decision_photos(folder)
+    scan(qtbot, services, folder)
+    lib = services.library
+    files = sorted(lib.catalog.files(), key=lambda f: f.path)      # a grainy, a small, a, other 6-8
+
+    def group(members):
+        return DuplicateGroup("near", [Member(f, 1.0) for f in members], members[0], "test")
+    copies = group([files[2], files[1], files[0]])
+    assert lib.record_removal([copies], [files[0].path, files[1].path]) == 1
+    lib.dismiss(group(files[3:]))
+
+
+def test_settings_learn_thresholds_and_use_them(qtbot, services, ini_settings, tmp_path):
+    from desktop_app.app import apply_thresholds
+
+    record_decisions(qtbot, services, tmp_path / "decided")
+    card = services.calibrated_thresholds()
+    dialog = SettingsDialog(services, ini_settings)
+    qtbot.addWidget(dialog)
+    group = dialog.learn_group
+    assert "Nothing learned" in group.status_label.text() and group.plot.point_count() == 0
+    assert group.precision_spin.value() == pytest.approx(0.95) and not group.use_check.isChecked()
+
+    group.precision_spin.setValue(0.9)
+    with qtbot.waitSignal(group.learned, timeout=60000) as learned:
+        group.recalibrate_button.click()
+    result = learned.args[0]
+    near, similar = result.levels["near"].threshold, result.levels["similar"].threshold
+    assert result.target_precision == 0.9 and near is not None and similar is not None
+    status = group.status_label.text()
+    assert "Near-duplicates: 6 decisions (3 same, 3 not)" in status and f"learned {near:.3f}" in status
+    assert f"card {card['near']:.3f}" in status and "Similar: 6 decisions" in status
+    assert group.plot.series_names() == ["Near-duplicates", "Similar"] and group.recalibrate_button.isEnabled()
+    assert services.thresholds() == card                   # learned, not used yet
+
+    group.use_check.setChecked(True)                       # the boxes follow the learned values
+    assert dialog.near_spin.value() == pytest.approx(near, abs=1e-3)
+    dialog.accept()
+    assert ini_settings.value("thresholds/use_learned", type=bool) is True
+    assert not ini_settings.contains("thresholds/near")    # not set by hand: nothing overrides
+    apply_thresholds(services, ini_settings)
+    assert services.thresholds() == {"near": near, "similar": similar}
+
+    again = SettingsDialog(services, ini_settings)         # what was learned is shown again
+    qtbot.addWidget(again)
+    assert again.learn_group.use_check.isChecked() and "learned" in again.learn_group.status_label.text()
+    assert again.learn_group.plot.point_count() == group.plot.point_count()
+    again.near_spin.setValue(0.5)                          # set by hand: wins over the learned one
+    again.accept()
+    apply_thresholds(services, ini_settings)
+    assert services.thresholds() == {"near": 0.5, "similar": similar}
+    again.learn_group.use_check.setChecked(False)
+    again.accept()
+    apply_thresholds(services, ini_settings)
+    assert services.thresholds() == {"near": 0.5, "similar": card["similar"]}
