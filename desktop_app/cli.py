@@ -4,6 +4,8 @@
     lookalike duplicates [--level exact|near|similar|moment] [--window S] [--json|--csv]
     lookalike similar IMAGE [-k N]
     lookalike info
+    lookalike thresholds [--precision P] [--save]
+    lookalike keeper [--learn]
 
 Long work shows a tqdm bar; Ctrl-C stops cleanly and keeps what was done (a second Ctrl-C
 quits at once). Errors are one line on stderr, not a traceback.
@@ -23,7 +25,10 @@ from tqdm import tqdm
 from engine.errors import LookalikeError
 from engine.keeper import format_bytes
 from engine.library import LEVELS, Library, default_folder
+from engine.keeper_model import FILE_NAME as KEEPER_FILE, MIN_REVIEWS, KeeperPreference
+from engine.keeper_signals import short_folder
 from engine.moments import DEFAULT_WINDOW_S
+from engine.personal_thresholds import DEFAULT_PRECISION, calibrate_personal, save_personal
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("info", help="library size, model and problems")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("thresholds", help="near/similar thresholds learned from your review decisions")
+    p.add_argument("--precision", type=float, default=DEFAULT_PRECISION,
+                   help=f"target precision on your decisions (default {DEFAULT_PRECISION})")
+    p.add_argument("--save", action="store_true",
+                   help="keep them for this model (the app uses them when Settings say so)")
+    p = sub.add_parser("keeper", help="which copy you keep, as learned from the copies you removed")
+    p.add_argument("--learn", action="store_true",
+                   help="learn it again from your decisions now (keepers follow it from then on)")
     _add_training_commands(sub)
     return parser
 
@@ -60,7 +73,12 @@ def _add_training_commands(sub) -> None:
     p = sub.add_parser("train", help="fine-tune a model on a labeled folder (one subfolder per label)",
                        description="Flags left out keep the value of --config, or the default shown.",
                        argument_default=None)
-    p.add_argument("data", type=Path, help="labeled folder, or a Caltech-101 folder (uses its train classes)")
+    p.add_argument("data", type=Path, nargs="?",
+                   help="labeled folder, or a Caltech-101 folder (uses its train classes)")
+    p.add_argument("--from-feedback", action="store_true",
+                   help="instead: improve the active model from your review decisions in this library "
+                        "(activated only if better on held-out decisions)")
+    p.add_argument("--feedback-steps", type=int, help="training steps with --from-feedback (default 200)")
     p.add_argument("--recipe", choices=("finetune", "copy-detection", "both"), help="default: finetune")
     p.add_argument("--loss", choices=("npair+angular", "angular", "angular-npair", "npair", "triplet",
                                       "contrastive"), help="default: npair+angular")
@@ -77,7 +95,8 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--config", type=Path, help="a JSON recipe file with TrainConfig fields")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-    p.add_argument("--out", default="lookalike-custom", help="name of the exported bundle")
+    p.add_argument("--out", help="name of the exported bundle (default lookalike-custom; with "
+                                 "--from-feedback <active model>-personal-N)")
     p = sub.add_parser("eval", help="retrieval metrics of a model on a Caltech-101-style folder")
     p.add_argument("dataset", type=Path)
     p.add_argument("--split", default="test")
@@ -202,7 +221,62 @@ def cmd_info(lib: Library, args) -> int:
     return 0
 
 
-COMMANDS = {"scan": cmd_scan, "duplicates": cmd_duplicates, "similar": cmd_similar, "info": cmd_info}
+def _pr(threshold: float, precision: float | None, recall: float | None) -> str:
+    def fmt(value):
+        return "—" if value is None else f"{value:.2f}"
+    return f"{threshold:.3f} (P {fmt(precision)} / R {fmt(recall)})"
+
+
+def cmd_thresholds(lib: Library, args) -> int:
+    result = calibrate_personal(lib, args.precision)
+    print(f"Thresholds learned from your decisions · model {result.model_id} · "
+          f"target precision {result.target_precision:.2f}")
+    rows = [("level", "decisions", "card threshold", "learned threshold")]
+    for level, lt in result.levels.items():
+        learned = (_pr(lt.threshold, lt.precision, lt.recall) if lt.fitted
+                   else f"— {lt.note}")
+        rows.append((level, f"{lt.decisions} ({lt.positives} same, {lt.negatives} not)",
+                     _pr(lt.card_threshold, lt.card_precision, lt.card_recall), learned))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
+    skipped = sum(lt.skipped for lt in result.levels.values())
+    if skipped:
+        print(f"{skipped} decided pair(s) left out: photos with no embedding and no snapshot.")
+    if args.save:
+        print(f"Saved to {save_personal(lib.folder, result)}; the app uses them when "
+              "“Use learned thresholds” is on in Settings.")
+    else:
+        print("Not saved (add --save to keep them).")
+    return 0
+
+
+def cmd_keeper(lib: Library, args) -> int:
+    pref = lib.learn_keeper() if args.learn else KeeperPreference.load(lib.folder / KEEPER_FILE)
+    if pref is None:
+        print("No keeper preference learned yet; `lookalike keeper --learn` learns one from the "
+              "copies you removed.")
+        return 0
+    if not pref.fitted:
+        print(f"Not enough decisions yet: {pref.decisions} usable same-photo decision(s), "
+              f"{MIN_REVIEWS} needed. Keepers are chosen by the rules.")
+        return 0
+    accuracy = "n/a" if pref.accuracy is None else f"{pref.accuracy:.0%}"
+    print(f"Keeper preference learned from {pref.decisions} decisions; held-out accuracy "
+          f"{accuracy} on the last {pref.held_out}.")
+    print("What counts (standardised weights, strongest first):")
+    for weight, words in pref.weights_in_words()[:6]:
+        print(f"  {weight:+6.2f}  {words}")
+    notable = pref.folders.notable()
+    if notable:
+        print("Folders:")
+        for prefix, rate, kept, seen in notable:
+            print(f"  kept {kept} of {seen} under {short_folder(prefix)} (learned rate {rate:.0%})")
+    return 0
+
+
+COMMANDS = {"scan": cmd_scan, "duplicates": cmd_duplicates, "similar": cmd_similar, "info": cmd_info,
+            "thresholds": cmd_thresholds, "keeper": cmd_keeper}
 
 
 def main(argv: list[str] | None = None) -> int:

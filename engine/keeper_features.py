@@ -46,9 +46,10 @@ def sharpness(img: Image.Image) -> float:
     return round(float(lap.var()), 3)
 
 
-def photo_features(record) -> dict:
+def photo_features(record, *, measure_sharpness: bool = True) -> dict:
     """Features of one catalogued file (a ``FileRecord``); pixel-based ones are None when the
-    file cannot be read now (the decision is stored all the same)."""
+    file cannot be read now (the decision is stored all the same). ``measure_sharpness``
+    False skips the one feature that decodes pixels (its value stays None)."""
     out = {"bytes": int(record.size or 0), "width": record.width, "height": record.height,
            "pixels": int((record.width or 0) * (record.height or 0)), "format": record.format,
            "has_capture_time": record.capture_time is not None, "has_camera": record.camera is not None,
@@ -59,7 +60,8 @@ def photo_features(record) -> dict:
         with Image.open(io.BytesIO(data)) as img:
             if img.width * img.height <= MAX_PIXELS:
                 out["jpeg_quality"] = jpeg_quality(img)
-        out["sharpness"] = sharpness(read_photo(record.path, SHARPNESS_SIZE, data=data).image)
+        if measure_sharpness:
+            out["sharpness"] = sharpness(read_photo(record.path, SHARPNESS_SIZE, data=data).image)
     except (DecodeError, *CORRUPT_DATA_ERRORS):
         pass
     return out

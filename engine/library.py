@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import platformdirs
 
+from engine.atomic import atomic_write
 from engine.catalog import Catalog, FileRecord, Problem
 from engine.embedding import Embedder
 from engine.errors import LookalikeError
@@ -23,7 +24,9 @@ from engine.grouping import group_neighbours
 from engine.feedback import FeedbackStore
 from engine.index import VectorIndex, remove_stale_temps
 from engine.ingest import Ingester
-from engine.keeper import Candidate, choose_keeper
+from engine.keeper import Candidate
+from engine.keeper_advisor import KeeperAdvisor
+from engine.keeper_model import FILE_NAME as KEEPER_FILE, KeeperPreference
 from engine.model_bundle import ModelBundle, load_bundle
 from engine.moments import DEFAULT_WINDOW_S, ShotScore, best_shot, group_moments, score_shot
 from engine.progress import ProgressCallback, null_progress
@@ -36,6 +39,7 @@ LEVELS = ("exact", "near", "similar", "moment")
 _LEVEL_HEAD = {"near": ("copy", "near"), "similar": ("semantic", "similar"),
                "moment": ("semantic", "similar")}
 NEIGHBOURS = 32
+ACTIVE_MODEL = "active-model"   # file in the library folder: the model learned from feedback
 
 
 @dataclass
@@ -97,6 +101,7 @@ class Library:
                  device: str = "auto", embedder: Embedder | None = None):
         self.folder = Path(folder) if folder else default_folder()
         self.catalog = Catalog(self.folder / "catalog.sqlite")
+        model = model or (None if embedder else self.active_model_name())
         self.bundle: ModelBundle = embedder.bundle if embedder else load_bundle(model, (self.folder / "models",))
         self._embedder = embedder
         self._device = device
@@ -104,11 +109,34 @@ class Library:
         self._knn_cache: dict = {}
         self._wanted_cache: dict[str, tuple] = {}  # head → (stamp, ids, hashes, vectors)
         self._shot_scores: dict[str, ShotScore] = {}  # content hash → best-shot score
+        self._keeper = KeeperAdvisor(self.folder / KEEPER_FILE)  # learned keeper + features cache
         self.feedback = FeedbackStore(self.catalog, self.folder / "feedback")
         self._lock = threading.RLock()        # _indexes, _knn_cache, index files and stamps
         self._writing = threading.Lock()      # one scan or forget at a time
         self._noted_stamp: int | None = None  # content stamp before the running change
         remove_stale_temps(self.folder / "index")
+
+    def active_model_name(self) -> str | None:
+        """The model this library uses when none is named: one activated by learning from
+        feedback (``set_active_model``), else None (the built-in default)."""
+        marker = self.folder / ACTIVE_MODEL
+        name = marker.read_text(encoding="utf-8").strip() if marker.is_file() else ""
+        if name and not (self.folder / "models" / name).is_dir():
+            log.warning("active model %s is missing from %s/models; using the default", name, self.folder)
+            return None
+        return name or None
+
+    def set_active_model(self, name: str | None) -> None:
+        """Use the bundle ``name`` (in the library's models folder; None: the built-in default)
+        from now on, here and in later sessions. Photos get the new model's embeddings on the
+        next scan; the old ones stay in the catalog, so switching back is instant."""
+        bundle = load_bundle(name, (self.folder / "models",))
+        with self._writing, self._lock:
+            self.bundle, self._embedder = bundle, None
+            self._drop_indexes()
+            self._wanted_cache.clear()
+            atomic_write(self.folder / ACTIVE_MODEL,
+                         lambda tmp: Path(tmp).write_text((name or "") + "\n", encoding="utf-8"))
 
     def close(self) -> None:
         self.catalog.close()
@@ -432,10 +460,10 @@ class Library:
         self.feedback.record(kind, members, level=group.level, model_id=self.model_id,
                              threshold=threshold)
 
-    @staticmethod
-    def _group(files: list[FileRecord], vec_of: dict | None, level: str = "exact") -> DuplicateGroup:
-        """One group with its keeper; similarities are to the keeper (1.0 for exact copies)."""
-        keep_id, reason = choose_keeper([_candidate(f) for f in files])
+    def _group(self, files: list[FileRecord], vec_of: dict | None, level: str = "exact") -> DuplicateGroup:
+        """One group with its keeper (learned when a preference is, else by the rules);
+        similarities are to the keeper (1.0 for exact copies)."""
+        keep_id, reason = self._keeper.choose(files, [_candidate(f) for f in files])
         keep = next(f for f in files if f.id == keep_id)
         if len({f.content_hash for f in files}) == 1:
             level = "exact"
@@ -468,7 +496,7 @@ class Library:
         """One stack; ``shots`` holds each distinct photo's files (its exact copies), in time order."""
         first = {copies[0].path: copies for copies in shots}
         best, reason = best_shot(list(first), lambda path: self._shot_score(first[path][0]))
-        keep_id, _ = choose_keeper([_candidate(f) for f in first[best]])  # which copy of the shot
+        keep_id, _ = self._keeper.choose(first[best], [_candidate(f) for f in first[best]])  # which copy
         keep = next(f for f in first[best] if f.id == keep_id)
         members = []
         for f in sorted((f for copies in shots for f in copies), key=lambda f: f.id != keep_id):
@@ -506,6 +534,11 @@ class Library:
                 if f.path != path and f.path not in matches:
                     matches[f.path] = Match(f, round(max(-1.0, min(1.0, sim)), 4))
         return sorted(matches.values(), key=lambda m: (-m.similarity, m.file.path))[:k]
+
+    def learn_keeper(self) -> KeeperPreference:
+        """Learn which copy this person keeps from their same-photo reviews, save it
+        (``keeper-preference.json``) and choose keepers with it from now on when ``fitted``."""
+        return self._keeper.learn(self.feedback.reviews(("same-photo",)))
 
     def info(self) -> LibraryInfo:
         with self.catalog.snapshot():

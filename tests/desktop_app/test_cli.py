@@ -314,3 +314,59 @@ def test_console_script(tmp_path):
     assert help_out.startswith("usage: lookalike") and "duplicates" in help_out
     assert procs[1].returncode == 1 and err_out == ""
     assert err_err == f"lookalike: error: {missing}: no such file or folder\n"
+
+
+def test_thresholds_learned_from_decisions(run, embedder, tmp_path):
+    from engine.library import DuplicateGroup, Member
+    from engine.personal_thresholds import FILE_NAME, load_personal
+    from imagegen import decision_photos
+
+    folder, lib = tmp_path / "decided", tmp_path / "lib"
+    decision_photos(folder)
+    assert run("--library", lib, "scan", folder)[0] == 0
+    rc, out, _ = run("--library", lib, "thresholds")
+    lines = out.splitlines()
+    assert rc == 0 and lines[1].split() == ["level", "decisions", "card", "threshold", "learned", "threshold"]
+    assert "0 (0 same, 0 not)" in lines[2] and "— not enough decisions" in lines[2]
+
+    with Library(lib, embedder=embedder) as library:   # one copy kept of three; three photos dismissed
+        files = sorted(library.catalog.files(), key=lambda f: f.path)
+        copies = DuplicateGroup("near", [Member(f, 1.0) for f in files[2::-1]], files[2], "test")
+        library.record_removal([copies], [files[0].path, files[1].path])
+        library.dismiss(DuplicateGroup("near", [Member(f, 1.0) for f in files[3:]], files[3], "test"))
+        model_id = library.model_id
+    rc, out, _ = run("--library", lib, "thresholds", "--precision", "0.9")
+    lines = out.splitlines()
+    assert rc == 0 and lines[0].endswith("target precision 0.90")
+    assert [line.split()[0] for line in lines[2:4]] == ["near", "similar"]
+    assert "6 (3 same, 3 not)" in lines[2] and "(P 1.00 / R 1.00)" in lines[2].split("not)")[1]
+    assert lines[-1] == "Not saved (add --save to keep them)." and not (lib / FILE_NAME).exists()
+    rc, out, _ = run("--library", lib, "thresholds", "--save")
+    saved = load_personal(lib, model_id)
+    assert rc == 0 and f"Saved to {lib / FILE_NAME}" in out
+    assert saved.target_precision == 0.95 and f"{saved.levels['near'].threshold:.3f} (P 1.00" in out
+    _one_error_line(*run("--library", lib, "thresholds", "--precision", "2"))
+
+
+def test_keeper_learns_and_shows_the_preference(run, tmp_path):
+    from engine.catalog import Catalog
+
+    lib = tmp_path / "lib"
+    rc, out, _ = run("--library", lib, "keeper")
+    assert rc == 0 and out.startswith("No keeper preference learned yet")
+    rc, out, _ = run("--library", lib, "keeper", "--learn")
+    assert rc == 0 and out.startswith("Not enough decisions yet: 0 usable") and "5 needed" in out
+    catalog = Catalog(lib / "catalog.sqlite")   # eight decisions: the copy in Originals kept
+    for n in range(8):
+        copy = {"bytes": 1000 + n, "pixels": 100, "format": "JPEG", "name": f"p{n}.jpg",
+                "jpeg_quality": 90.0, "sharpness": 10.0}
+        catalog.add_review("same-photo", "exact", "m", None, [
+            (f"h{n}", f"/photos/Originals/p{n}.jpg", True, 1.0, {**copy, "folder": "/photos/Originals"}),
+            (f"h{n}", f"/photos/Ex/p{n}.jpg", False, 1.0, {**copy, "folder": "/photos/Ex"})])
+    catalog.close()
+    rc, out, _ = run("--library", lib, "keeper", "--learn")
+    lines = out.splitlines()
+    assert rc == 0 and lines[0] == "Keeper preference learned from 8 decisions; held-out accuracy 100% on the last 2."
+    assert lines[2].endswith("the one in a folder you usually keep")
+    assert "  kept 8 of 8 under photos/Originals (learned rate 90%)" in lines
+    assert run("--library", lib, "keeper")[1] == out     # read back from keeper-preference.json
