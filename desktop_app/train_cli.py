@@ -9,7 +9,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from engine.embedding import Embedder
-from engine.library import default_folder
+from engine.errors import LookalikeError
+from engine.library import Library, default_folder
 from training.config import TrainConfig
 from training.evaluate import EvalConfig, evaluate_embedder, format_table
 
@@ -45,6 +46,11 @@ def _bar_progress(bar: tqdm):
 def cmd_train(args) -> int:
     from training.loop import train
 
+    if args.from_feedback:
+        return cmd_from_feedback(args)
+    if args.data is None:
+        raise LookalikeError("lookalike train needs a labeled folder (or --from-feedback)")
+    args.out = args.out or "lookalike-custom"
     library = Path(args.library or default_folder())
     models_dir = library / "models"
     config = config_from_args(args, library)
@@ -60,6 +66,32 @@ def cmd_train(args) -> int:
     elif result.bundle:
         print(f"Best epoch {result.best['epoch']} exported to {result.bundle}; "
               f"use it with: lookalike --model {args.out} scan ...")
+    return 0
+
+
+def cmd_from_feedback(args) -> int:
+    """Fine-tune the library's active model on the person's decisions; print before/after."""
+    from training.feedback_train import FeedbackConfig, train_from_feedback
+
+    config = FeedbackConfig(name=args.out, **({"steps": args.feedback_steps} if args.feedback_steps else {}),
+                            **({"seed": args.seed} if args.seed is not None else {}))
+    with Library(args.library, model=args.model, device=args.device) as lib, \
+            tqdm(total=0, unit="step", file=sys.stderr, disable=None) as bar:
+        counts = lib.feedback.counts()
+        print(f"Decisions: {counts['same-photo']} same photo, {counts['not-duplicate']} not a duplicate, "
+              f"{counts['similar-not-near']} similar but not a copy (model {lib.model_id})")
+        result = train_from_feedback(lib, config, _bar_progress(bar))
+    print(f"{'':34} {'active model':>12} {'new model':>10}")
+    for key, label in (("heldout_ap", "held-out decisions: pair AP"),
+                       ("heldout_false_positives", "held-out false pairs, equal recall"),
+                       ("benchmark_micro_ap", "built-in benchmark: micro-AP"),
+                       ("benchmark_recall@1", "built-in benchmark: recall@1")):
+        print(f"{label:34} {result.before[key]:>12.3f} {result.after[key]:>10.3f}")
+    print(f"{result.pairs['train_pairs']} training pairs, {result.pairs['held_pairs']} held out; "
+          f"{result.seconds:.0f} s")
+    print(result.reason[0].upper() + result.reason[1:])
+    if result.activated:
+        print(f"Now using {result.name}; run `lookalike scan` to embed the library with it.")
     return 0
 
 

@@ -70,7 +70,7 @@ def _freeze_batchnorm(module: nn.Module) -> None:
             m.eval()
 
 
-def _optimise(module: nn.Module, groups: list[dict], step_loss: Callable[[torch.Generator], torch.Tensor],
+def optimise(module: nn.Module, groups: list[dict], step_loss: Callable[[torch.Generator], torch.Tensor],
               cfg: StageConfig, validate: Callable[[], float] | None, progress: ProgressCallback,
               what: str) -> list[dict]:
     """The shared loop; returns the history and leaves ``module`` in its best validated state."""
@@ -109,6 +109,18 @@ def _optimise(module: nn.Module, groups: list[dict], step_loss: Callable[[torch.
     return history
 
 
+def branch_groups(net: EmbeddingNet, cfg: StageConfig, head: str = "copy") -> tuple[nn.Module, list[dict]]:
+    """The trainable part of ``head`` (its branch, GeM exponent and projection, if any) as one
+    module, and its AdamW parameter groups (the branch at ``trunk_lr_mult`` × lr)."""
+    branch, proj = net.branches[head], net.heads[head]
+    trunk_params = [p for name, p in branch.named_parameters() if not name.startswith("pool.")]
+    branch.pool.p.requires_grad = True
+    groups = [{"params": list(proj.parameters()), "lr": cfg.lr},
+              {"params": trunk_params, "lr": cfg.lr * cfg.trunk_lr_mult},
+              {"params": [branch.pool.p], "lr": cfg.lr * cfg.trunk_lr_mult, "weight_decay": 0.0}]
+    return nn.ModuleDict({"branch": branch, "head": proj}), [g for g in groups if g["params"]]
+
+
 def train_copy_branch(net: EmbeddingNet, acts: torch.Tensor, cfg: StageConfig,
                       validate: Callable[[], float] | None = None,
                       progress: ProgressCallback = null_progress) -> list[dict]:
@@ -117,15 +129,10 @@ def train_copy_branch(net: EmbeddingNet, acts: torch.Tensor, cfg: StageConfig,
     if k < 2 or n < 2:
         raise ValueError(f"copy training needs ≥2 photos with ≥2 views each, got {n}×{k}")
     branch, head = net.branches["copy"], net.heads["copy"]
-    trunk_params = [p for name, p in branch.named_parameters() if not name.startswith("pool.")]
-    branch.pool.p.requires_grad = True
-    groups = [{"params": list(head.parameters()), "lr": cfg.lr},
-              {"params": trunk_params, "lr": cfg.lr * cfg.trunk_lr_mult},
-              {"params": [branch.pool.p], "lr": cfg.lr * cfg.trunk_lr_mult, "weight_decay": 0.0}]
+    module, groups = branch_groups(net, cfg)
     loss_fn = make_loss(cfg)
     p = min(cfg.batch, n)
     labels = torch.arange(p).repeat_interleave(2)
-    module = nn.ModuleDict({"branch": branch, "head": head})
 
     def step_loss(gen: torch.Generator) -> torch.Tensor:
         module.train()
@@ -138,7 +145,7 @@ def train_copy_branch(net: EmbeddingNet, acts: torch.Tensor, cfg: StageConfig,
         emb = head(branch(x))
         return loss_fn(emb, labels)
 
-    return _optimise(module, groups, step_loss, cfg, validate, progress, "copy branch")
+    return optimise(module, groups, step_loss, cfg, validate, progress, "copy branch")
 
 
 def whitening_init(head: nn.Linear, feats: torch.Tensor, power: float = 0.5) -> None:
@@ -181,4 +188,4 @@ def train_projection(head: nn.Linear, feats: torch.Tensor, labels: torch.Tensor,
         return loss_fn(head(feats[rows, views]), batch_labels)
 
     groups = [{"params": list(head.parameters()), "lr": cfg.lr}]
-    return _optimise(head, groups, step_loss, cfg, validate, progress, "semantic head")
+    return optimise(head, groups, step_loss, cfg, validate, progress, "semantic head")

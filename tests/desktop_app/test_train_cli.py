@@ -48,3 +48,30 @@ def test_eval_prints_the_metric_tables(tmp_path, capsys):
     assert code == 0
     assert "MAP@R" in out or "map@r" in out
     assert "micro-AP" in out
+
+
+def test_train_from_feedback_without_decisions_is_a_one_line_error(tmp_path, capsys):
+    code = main(["--library", str(tmp_path / "lib"), "--device", "cpu", "train", "--from-feedback"])
+    out, err = capsys.readouterr()
+    assert code != 0 and "not enough decisions" in err and "Traceback" not in err
+
+
+def test_train_from_feedback_prints_before_and_after(tmp_path, capsys, monkeypatch):
+    import training.feedback_train as ft
+
+    seen = {}
+
+    def fake(lib, config, progress):
+        seen["config"] = config
+        side = {"heldout_ap": 0.5, "heldout_false_positives": 4, "benchmark_micro_ap": 0.9,
+                "benchmark_recall@1": 0.95}
+        return ft.FeedbackResult("m-personal-1", None, False, "not activated: no better", side,
+                                 {**side, "heldout_ap": 0.45}, {"train_pairs": 7, "held_pairs": 3}, seconds=2)
+
+    monkeypatch.setattr(ft, "train_from_feedback", fake)
+    code = main(["--library", str(tmp_path / "lib"), "--device", "cpu", "train", "--from-feedback",
+                 "--feedback-steps", "12", "--out", "mine"])
+    out = capsys.readouterr().out
+    assert code == 0 and seen["config"].steps == 12 and seen["config"].name == "mine"
+    assert "held-out decisions: pair AP" in out and "0.500      0.450" in out
+    assert "7 training pairs, 3 held out" in out and "Not activated: no better" in out
