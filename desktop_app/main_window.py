@@ -8,6 +8,7 @@ from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QTabWidget
 from desktop_app.app import apply_removal_folder, apply_thresholds, settings
 from desktop_app.views.browse_view import BrowseView
 from desktop_app.views.duplicates_view import DuplicatesView
+from desktop_app.views.feedback_view import FeedbackView
 from desktop_app.views.finetune_view import FineTuneView
 from desktop_app.views.library_view import LibraryView
 from desktop_app.views.settings_dialog import SettingsDialog
@@ -35,9 +36,10 @@ class MainWindow(QMainWindow):
         self.duplicates_view = DuplicatesView(services)
         self.similar_view = SimilarView(services)
         self.finetune_view = FineTuneView(services)
+        self.feedback_view = FeedbackView(services)
         for view, title in ((self.library_view, "&Library"), (self.browse_view, "&Browse"),
                             (self.duplicates_view, "&Duplicates"), (self.similar_view, "&Find similar"),
-                            (self.finetune_view, "Fine-&tune")):
+                            (self.finetune_view, "Fine-&tune"), (self.feedback_view, "L&earn")):
             self.tabs.addTab(view, title)
         self.setCentralWidget(self.tabs)
         self._connect_views()
@@ -54,6 +56,8 @@ class MainWindow(QMainWindow):
         self.duplicates_view.findSimilarRequested.connect(self.find_similar)
         self.duplicates_view.libraryChanged.connect(self.browse_view.refresh)
         self.finetune_view.modelActivated.connect(self._on_finetune_view_modelActivated)
+        self.feedback_view.modelActivated.connect(self._on_finetune_view_modelActivated)
+        self.tabs.currentChanged.connect(self._on_tabs_currentChanged)
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -123,6 +127,11 @@ class MainWindow(QMainWindow):
         if getattr(self, "_show_duplicates_after_scan", False):
             self._show_duplicates_after_scan = False
             self.tabs.setCurrentWidget(self.duplicates_view)
+
+    @Slot(int)
+    def _on_tabs_currentChanged(self, index: int) -> None:
+        if self.tabs.widget(index) is self.feedback_view:
+            self.feedback_view.refresh()  # decisions made in the duplicates tab since
 
     @Slot(str)
     def _on_finetune_view_modelActivated(self, name: str) -> None:

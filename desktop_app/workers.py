@@ -321,6 +321,23 @@ class Services:
         level only); either is kept as a decision to learn from."""
         return self.run(lambda job: self.library.dismiss(group, kind, threshold), "not a duplicate")
 
+    def feedback_counts(self) -> dict[str, int]:
+        """Review decisions so far, by kind (cheap: one catalog query)."""
+        return self.library.feedback.counts()
+
+    def improve_from_feedback(self, steps: int = 200) -> Job:
+        """Fine-tune the active model on the review decisions; if the new model is better on
+        held-out decisions (and not worse on the built-in benchmark), the library switches
+        to it and is re-embedded in the same job. Result: FeedbackResult."""
+        from training.feedback_train import FeedbackConfig, train_from_feedback
+
+        def work(job: Job):
+            result = train_from_feedback(self.library, FeedbackConfig(steps=steps), job.report)
+            if result.activated and self.library.folders():
+                self.library.scan(self.library.folders(), job.report)
+            return result
+        return self.run(work, "improve from my decisions")
+
     def learn_keeper(self) -> Job:
         """Learn which copy the person keeps from their same-photo decisions and use it for the
         next groups' keepers; result: KeeperPreference (``fitted``, ``decisions``, ``accuracy``)."""
