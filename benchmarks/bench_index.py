@@ -436,7 +436,7 @@ def measure_catalog(rows: int, dim: int, seed: int = 0) -> dict:
         catalog.close()
         size = _catalog_bytes(folder) - empty
     return {"rows": rows, "dim": dim, "heads": len(HEADS), "bytes_per_photo": size / rows,
-            "embedding_bytes_per_photo": len(HEADS) * dim * 4, "insert_rows_per_s": rows / insert_s}
+            "embedding_bytes_per_photo": len(HEADS) * dim * 2, "insert_rows_per_s": rows / insert_s}
 
 
 def add_slot_check_us(dim: int, count: int = 20_000) -> float:
@@ -533,7 +533,7 @@ def print_bytes(results: list[dict], catalog: dict) -> None:
         r["total_bytes_per_photo"] = total
         print(f"| {r['dataset']} | {r['n']:,} | {index:,.0f} | {catalog['bytes_per_photo']:,.0f} "
               f"| {total:,.0f} | {TARGET_BYTES:,} | {'yes' if total <= TARGET_BYTES else 'no'} |")
-    print(f"\nThe float32 embeddings alone take {catalog['embedding_bytes_per_photo']:,} bytes per "
+    print(f"\nThe float16 embeddings alone take {catalog['embedding_bytes_per_photo']:,} bytes per "
           f"photo in the catalog, and each index stores its head's vector again.")
 
 

@@ -127,6 +127,12 @@ def _under(roots: list[str]) -> tuple[str, list[str]]:
     return "(" + (" OR ".join(clauses) or "0") + ")", params
 
 
+def _vector(blob: bytes, dim: int) -> np.ndarray:
+    """A stored embedding as float32: float16 blobs (this version) or float32 (earlier ones)."""
+    dtype = np.float16 if len(blob) == 2 * dim else np.float32
+    return np.frombuffer(blob, dtype=dtype).astype(np.float32)
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -351,6 +357,9 @@ class Catalog:
         vec = np.ascontiguousarray(vector, dtype=np.float32)
         if vec.ndim != 1:
             raise ValueError(f"embedding must be one-dimensional, got shape {vec.shape}")
+        # float16 on disk (half the bytes; unit vectors lose < 1e-3 of cosine); rows written as
+        # float32 by earlier versions are read as they are (the blob's length tells which)
+        vec = vec.astype(np.float16)
         with self.transaction():
             self._write("INSERT OR REPLACE INTO embeddings (content_hash, model_id, head, dim,"
                         " vector) VALUES (?, ?, ?, ?, ?)",
@@ -360,9 +369,9 @@ class Catalog:
     @_guarded
     def get_embedding(self, content_hash: str, model_id: str, head: str) -> np.ndarray | None:
         row = self._conn.execute(
-            "SELECT vector FROM embeddings WHERE content_hash = ? AND model_id = ? AND head = ?",
+            "SELECT vector, dim FROM embeddings WHERE content_hash = ? AND model_id = ? AND head = ?",
             (content_hash, model_id, head)).fetchone()
-        return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
+        return None if row is None else _vector(*row)
 
     @_guarded
     def embeddings(self, model_id: str, head: str) -> tuple[list[str], np.ndarray]:
@@ -377,8 +386,11 @@ class Catalog:
         if len(dims) != 1:
             raise CatalogError(f"{self.path}: embeddings for model {model_id!r} head {head!r}"
                                f" have mixed dimensions {sorted(dims)}")
-        matrix = np.frombuffer(b"".join(blob for _, _, blob in rows), dtype=np.float32)
-        return [h for h, _, _ in rows], matrix.reshape(len(rows), dims.pop()).copy()
+        dim = dims.pop()
+        if all(len(blob) == 2 * dim for _, _, blob in rows):  # the usual case: one read
+            matrix = np.frombuffer(b"".join(blob for _, _, blob in rows), dtype=np.float16)
+            return [h for h, _, _ in rows], matrix.reshape(len(rows), dim).astype(np.float32)
+        return [h for h, _, _ in rows], np.stack([_vector(blob, dim) for _, _, blob in rows])
 
     @_guarded
     def hashes_with_embedding(self, model_id: str, heads: Iterable[str]) -> set[str]:

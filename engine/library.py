@@ -307,6 +307,8 @@ class Library:
         rows = [i for i, h in enumerate(hashes) if h in reps]
         kept = [hashes[i] for i in rows]
         vectors = matrix[rows] if rows else np.zeros((0, self.embedder_dim(head)), np.float32)
+        if len(vectors):  # float16 storage leaves norms 1 ± 1e-3: exact unit cosines again
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         vectors.setflags(write=False)  # shared by callers: nobody may change it in place
         result = ([reps[h] for h in kept], kept, vectors)
         self._wanted_cache[head] = (stamp, *result)

@@ -132,16 +132,33 @@ def test_sweep_removes_only_unseen_files_under_root(cat):
     assert cat.sweep([os.path.join(os.sep, "lib", "%")], scan + 100) == []
 
 
-def test_embedding_round_trip_is_exact(cat):
+def test_embedding_round_trip_is_float16_exact(cat):
     add(cat, p("a.jpg"), "h1")
     vec = np.random.default_rng(0).standard_normal(17).astype(np.float32)
+    half = vec.astype(np.float16).astype(np.float32)
     assert cat.get_embedding("h1", "m", "copy") is None
     cat.put_embedding("h1", "m", "copy", vec)
     got = cat.get_embedding("h1", "m", "copy")
-    assert got.dtype == np.float32 and np.array_equal(got, vec)
+    assert got.dtype == np.float32 and np.array_equal(got, half)  # stored as float16
     cat.put_embedding("h1", "m", "copy", vec * 2)  # upsert replaces
-    assert np.array_equal(cat.get_embedding("h1", "m", "copy"), vec * 2)
+    assert np.array_equal(cat.get_embedding("h1", "m", "copy"), (vec * 2).astype(np.float16).astype(np.float32))
     assert cat.get_embedding("h1", "other-model", "copy") is None
+    unit = vec / np.linalg.norm(vec)
+    cat.put_embedding("h1", "m", "copy", unit)
+    assert abs(float(cat.get_embedding("h1", "m", "copy") @ unit) - 1) < 1e-3
+
+
+def test_float32_rows_of_earlier_versions_are_still_read(cat):
+    add(cat, p("a.jpg"), "h1")
+    add(cat, p("b.jpg"), "h2")
+    old = np.random.default_rng(3).standard_normal(8).astype(np.float32)
+    with cat.transaction():  # as version ≤ 4 wrote it: float32 bytes
+        cat._conn.execute("INSERT INTO embeddings VALUES ('h1', 'm', 'copy', 8, ?)", (old.tobytes(),))
+    cat.put_embedding("h2", "m", "copy", old * 3)
+    assert np.array_equal(cat.get_embedding("h1", "m", "copy"), old)
+    hashes, matrix = cat.embeddings("m", "copy")
+    assert hashes == ["h1", "h2"] and np.array_equal(matrix[0], old)
+    assert np.allclose(matrix[1], old * 3, rtol=1e-3)
 
 
 def test_embeddings_matrix_aligned_with_hashes(cat):
@@ -156,8 +173,8 @@ def test_embeddings_matrix_aligned_with_hashes(cat):
     hashes, matrix = cat.embeddings("m", "copy")
     assert sorted(hashes) == ["a", "b", "c"]  # the orphan has no file
     assert matrix.shape == (3, 8) and matrix.dtype == np.float32
-    for h, row in zip(hashes, matrix):
-        assert np.array_equal(row, vectors[h])
+    for h, row in zip(hashes, matrix):  # stored as float16
+        assert np.array_equal(row, vectors[h].astype(np.float16).astype(np.float32))
 
 
 def test_hashes_with_embedding_needs_every_head(cat):

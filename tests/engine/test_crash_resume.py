@@ -229,7 +229,8 @@ def check(lib_dir: Path, bundle: Path, at_least: int) -> tuple[int, int, list[st
                 continue
             hashes, matrix = lib.catalog.embeddings(lib.model_id, head)
             rows = [reps[h] for h in hashes]
-            if rows and not np.allclose(index.vectors(rows), matrix, atol=1e-5):
+            # the catalog keeps float16; the index holds them renormalised (norms 1 ± 1e-3)
+            if rows and not np.allclose(index.vectors(rows), matrix, atol=2e-3):
                 problems.append(f"{head} index holds outdated vectors")
     return files, temporaries(lib_dir), problems
 
