@@ -346,8 +346,12 @@ class Library:
         ids are found by themselves)."""
         with self._lock:
             noted, self._noted_stamp = self._noted_stamp, None
-            self._knn_cache = {}
+            unchanged = noted is not None and not changed and self.catalog.content_stamp() == noted
+            if not unchanged:
+                self._knn_cache = {}
             for head in self.bundle.heads:
+                if unchanged and self._saved_is_current(head, noted):
+                    continue  # an unchanged rescan: the saved index (and a loaded one) holds it all
                 index = self._indexes.get(head)
                 if index is None and noted is not None and self._saved_is_current(head, noted):
                     index = self._load(head)

@@ -33,6 +33,22 @@ def test_first_scan_embeds_everything_and_rescan_nothing(lib, photos):
     assert lib.info().embedded == {"copy": 4, "semantic": 4}
 
 
+def test_unchanged_rescan_reads_no_vectors_and_rewrites_no_index(tmp_path, embedder, photos, monkeypatch):
+    with Library(tmp_path / "lib", embedder=embedder) as first:
+        first.scan([photos])
+        groups = first.duplicates("near")
+    index_files = sorted((tmp_path / "lib" / "index").glob("*.hnsw"))
+    stamps = [f.stat().st_mtime_ns for f in index_files]
+    with Library(tmp_path / "lib", embedder=embedder) as again:  # as after an app restart
+        reads = []
+        real = again.catalog.embeddings
+        monkeypatch.setattr(again.catalog, "embeddings", lambda *a: reads.append(a) or real(*a))
+        report = again.scan([photos])
+        assert report.unchanged == 4 and reads == []
+        assert [f.stat().st_mtime_ns for f in index_files] == stamps
+        assert again.duplicates("near") == groups  # the saved index is loaded when asked
+
+
 def test_modified_file_is_re_embedded_and_keeps_its_id(lib, photos):
     lib.scan([photos])
     before = lib.catalog.file_by_path(str(photos / "p1.jpg"))
