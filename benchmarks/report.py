@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/report.py [--results bench-results] [--out docs/benchmarks.md]
 
 Reads whatever is there — scan.json (bench_scan.py), peers.json (bench_peers.py),
-index.json (bench_index.py), model.json (bench_model.py) — and writes one markdown page with
-the tables and PNG plots (matplotlib, from the bench extra) into docs/benchmarks/. A missing
-file leaves its section out and says so; nothing is invented.
+rescan.json (bench_rescan.py), index.json (bench_index.py), gpu.json (bench_gpu.py, written on
+a GPU machine by scripts/gpu_bench.sh and copied here), model.json (bench_model.py) — and
+writes one markdown page with the tables and PNG plots (matplotlib, from the bench extra) into
+docs/benchmarks/. A missing file leaves its section out and says so; nothing is invented.
 """
 from __future__ import annotations
 
@@ -125,7 +126,71 @@ def _curve(rows: list[dict], target: Path, title: str) -> None:
     plt.close(fig)
 
 
-def summary(peers: dict | None, index: dict | None) -> list[str]:
+def rescan_section(data: dict) -> list[str]:
+    s, n = data["summary"], data["files"]
+    lines = ["## Unchanged rescan of a large library (`bench_rescan.py`)", "", machine_line(data) + ".",
+             f"{n:,} tiny distinct JPEGs, model {data['model']} (heads "
+             f"{', '.join(f'{h} {d}-d' for h, d in data['dims'].items())}). The catalog was filled by a "
+             "real scan with a stand-in embedder (random vectors; not measured); the rescan below, from "
+             "a newly opened library, never loads the model. Median of "
+             f"{len(data['runs'])} rescans; files and catalog in the OS cache.", ""]
+    total = s["rescan_s"]
+    rows = [{"stage": ("↳ " if r["within"] else "") + r["stage"], "seconds": r["seconds"],
+             "share": f"{100 * r['seconds'] / total:.0f} %" if total else "—"} for r in s["stages"]]
+    rows.append({"stage": "**rescan, total**", "seconds": total, "share": "100 %"})
+    lines += table(rows, ["stage", "seconds", "share"], {"seconds": "{:.2f}"})
+    target = data["target"]
+    return lines + [f"{s['files_per_s']:,.0f} files/s (opening the library: {s['open_s']:.2f} s); target "
+                    f"{target['files']:,} files in {target['seconds']:.0f} s: "
+                    f"{'met' if s['meets_target'] else 'not met'} (100k at this rate: "
+                    f"{s['projected_100k_s']:.1f} s).", ""]
+
+
+def gpu_section(data: dict | None) -> list[str]:
+    lines = ["## GPU (`bench_gpu.py`, `scripts/gpu_bench.sh`)", ""]
+    if data is None:
+        return lines + ["No GPU run on record: `scripts/gpu_bench.sh` on a CUDA machine writes "
+                        "`bench-results/gpu.json`; copy it here and rerun this report.", ""]
+    m = data.get("machine", {})
+    if not str(data.get("device", "")).startswith("cuda") or data.get("smoke"):
+        size = " at smoke size" if data.get("smoke") else ""
+        lines += [f"The run on record was on {data.get('device')}{size}: it checks the code, it "
+                  "measures no GPU.", ""]
+    lines += [f"Device {data.get('device')} ({m.get('gpu', m.get('machine', '?'))}), {m.get('cpus', '?')} "
+              f"CPUs, torch {m.get('torch', '?')}, torchvision {m.get('torchvision', '?')}; "
+              f"model {data.get('model')}.", ""]
+    rows = []
+    for r in data["rows"]:
+        share = data.get("summary", {}).get(r["set"], {}).get(f"{r['row']}_vs_nvjpeg")
+        rows.append({"set": r["set"], "measurement": r["label"], "images": r.get("images"),
+                     "seconds": r.get("seconds"), "per_s": r.get("per_s"),
+                     "vs_nvjpeg": f"{100 * share:.0f} %" if share else None,
+                     "notes": f"skipped: {r['skipped']}" if "skipped" in r else r.get("note", "")})
+    lines += table(rows, ["set", "measurement", "images", "seconds", "per_s", "vs_nvjpeg", "notes"],
+                   {"seconds": "{:.2f}", "per_s": "{:,.1f}"})
+    twelve = data.get("summary", {}).get("12mp", {})
+    if twelve.get("meets_target") is not None:
+        lines += [f"12 MP end to end: {100 * twelve['e2e-gpu_vs_nvjpeg']:.0f} % of the nvJPEG ceiling "
+                  f"(target ≥ {100 * data['target']['e2e_vs_nvjpeg_12mp']:.0f} %): "
+                  f"{'met' if twelve['meets_target'] else 'not met'}.", ""]
+    return lines
+
+
+def _gpu_bullet(gpu: dict | None) -> str:
+    if gpu is None or not str(gpu.get("device", "")).startswith("cuda") or gpu.get("smoke"):
+        return ("- GPU: no GPU run on record (`scripts/gpu_bench.sh` on a CUDA machine writes "
+                "`bench-results/gpu.json`).")
+    twelve = gpu.get("summary", {}).get("12mp", {})
+    if twelve.get("e2e-gpu_vs_nvjpeg") is None:
+        return (f"- GPU ({gpu['machine'].get('gpu', gpu['device'])}): see the GPU section "
+                "(no 12 MP ratio recorded).")
+    return (f"- GPU ({gpu['machine'].get('gpu', gpu['device'])}): 12 MP scan end to end "
+            f"{twelve['e2e-gpu_per_s']:,.0f} photos/s = {100 * twelve['e2e-gpu_vs_nvjpeg']:.0f} % of the "
+            f"nvJPEG ceiling ({twelve['nvjpeg_per_s']:,.0f}/s; target ≥ 70 %).")
+
+
+def summary(peers: dict | None, index: dict | None, rescan: dict | None = None,
+            gpu: dict | None = None) -> list[str]:
     """The headline ratios, computed from the same JSON as the tables below."""
     lines = ["## Summary", ""]
     for name, block in (peers or {}).get("sets", {}).items():
@@ -147,8 +212,12 @@ def summary(peers: dict | None, index: dict | None) -> list[str]:
                          f"p99 {rec['p99_ms']:.2f} ms; full duplicate grouping {grp.get('total_s', 0):.1f} s; "
                          f"{result.get('total_bytes_per_photo', 0):,.0f} bytes per photo (index + catalog; "
                          f"{result['dim']}-d heads — the pretrained default's 1280-d heads need 5× that).")
-    lines += ["- GPU: no numbers here — no GPU was lent when these were measured (the nvJPEG path "
-              "and `scripts/gpu_bench.sh` do not exist yet).", ""]
+    if rescan:
+        r = rescan["summary"]
+        lines.append(f"- unchanged rescan, {rescan['files']:,} files: {r['rescan_s']:.1f} s "
+                     f"({r['files_per_s']:,.0f} files/s; the target rate, 100k files in 10 s, is "
+                     f"{'met' if r['meets_target'] else 'not met'}).")
+    lines += [_gpu_bullet(gpu), ""]
     return lines
 
 
@@ -162,15 +231,17 @@ def main() -> int:
     plots.mkdir(parents=True, exist_ok=True)
     lines = ["# Benchmarks", "", "Written by `benchmarks/report.py` from `bench-results/*.json` "
              "(`make bench`). Numbers depend on the machine and its load: each section names them.", ""]
-    lines += summary(load(results, "peers.json"), load(results, "index.json"))
+    lines += summary(load(results, "peers.json"), load(results, "index.json"), load(results, "rescan.json"),
+                     load(results, "gpu.json"))
     sections = [("scan.json", scan_section, False), ("peers.json", peers_section, True),
-                ("index.json", index_section, True)]
+                ("rescan.json", rescan_section, False), ("index.json", index_section, True)]
     for name, make, wants_plots in sections:
         data = load(results, name)
         if data is None:
             lines += [f"*{name} not found: run the benchmark that writes it.*", ""]
             continue
         lines += make(data, plots) if wants_plots else make(data)
+    lines += gpu_section(load(results, "gpu.json"))
     lines += ["## Model quality", "", "See `docs/model-card.md` (`make bench-model`).", ""]
     out.write_text("\n".join(lines))
     print(f"wrote {out}")
