@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/report.py [--results bench-results] [--out docs/benchmarks.md]
 
 Reads whatever is there — scan.json (bench_scan.py), peers.json (bench_peers.py),
-rescan.json (bench_rescan.py), index.json (bench_index.py), gpu.json (bench_gpu.py, written on
+rescan.json (bench_rescan.py), index.json and index-1m.json (bench_index.py), feedback*.json
+(bench_feedback.py), gpu.json (bench_gpu.py, written on
 a GPU machine by scripts/gpu_bench.sh and copied here), model.json (bench_model.py) — and
 writes one markdown page with the tables and PNG plots (matplotlib, from the bench extra) into
 docs/benchmarks/. A missing file leaves its section out and says so; nothing is invented.
@@ -189,7 +190,13 @@ def _gpu_bullet(gpu: dict | None) -> str:
             f"nvJPEG ceiling ({twelve['nvjpeg_per_s']:,.0f}/s; target ≥ 70 %).")
 
 
-def summary(peers: dict | None, index: dict | None, rescan: dict | None = None,
+def feedback_section(data: dict) -> list[str]:
+    """Learning from a simulated person's decisions (``bench_feedback.py``): its own table."""
+    return ["## Learning from review decisions (`bench_feedback.py`)", "",
+            f"Machine: 2-core CPU; {data['seconds']:.0f} s in all.", "", data["markdown"], ""]
+
+
+def summary(peers: dict | None, index: list | None, rescan: dict | None = None,
             gpu: dict | None = None) -> list[str]:
     """The headline ratios, computed from the same JSON as the tables below."""
     lines = ["## Summary", ""]
@@ -204,7 +211,7 @@ def summary(peers: dict | None, index: dict | None, rescan: dict | None = None,
                          f"{cold['photos_per_s'] / dedup['photos_per_s']:.2f}× imagededup PHash "
                          f"({dedup['photos_per_s']:.1f}/s); unchanged rescan "
                          f"{rows.get('lookalike-rescan', {}).get('photos_per_s', 0):,.0f} photos/s.")
-    for result in (index or {}).get("results", []):
+    for result in [r for data in (index or [{}]) for r in (data or {}).get("results", [])]:
         rec, grp = result.get("recommended") or {}, result.get("grouping") or {}
         if rec:
             lines.append(f"- index, {result['dataset']} {result['n']:,} × {result['dim']}: M={rec['M']}, "
@@ -231,10 +238,12 @@ def main() -> int:
     plots.mkdir(parents=True, exist_ok=True)
     lines = ["# Benchmarks", "", "Written by `benchmarks/report.py` from `bench-results/*.json` "
              "(`make bench`). Numbers depend on the machine and its load: each section names them.", ""]
-    lines += summary(load(results, "peers.json"), load(results, "index.json"), load(results, "rescan.json"),
-                     load(results, "gpu.json"))
+    indexes = [load(results, "index.json"), load(results, "index-1m.json")]
+    lines += summary(load(results, "peers.json"), indexes, load(results, "rescan.json"), load(results, "gpu.json"))
     sections = [("scan.json", scan_section, False), ("peers.json", peers_section, True),
-                ("rescan.json", rescan_section, False), ("index.json", index_section, True)]
+                ("rescan.json", rescan_section, False), ("index.json", index_section, True),
+                ("index-1m.json", index_section, True), ("feedback.json", feedback_section, False),
+                ("feedback-angular.json", feedback_section, False)]
     for name, make, wants_plots in sections:
         data = load(results, name)
         if data is None:

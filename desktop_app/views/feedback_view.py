@@ -69,7 +69,7 @@ class FeedbackView(QWidget):
             f"Your decisions so far: {c['same-photo']} groups where you kept one photo and removed "
             f"copies, {c['not-duplicate']} marked not a duplicate, {c['similar-not-near']} marked "
             f"similar but not a copy. The model learns from them and keeps a new version only if it "
-            f"is better on decisions it did not train on.")
+            f"is no worse on decisions it did not train on and better there or on a built-in test.")
 
     def _start(self, job, finished, what: str) -> None:
         self._jobs.append(job)
