@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := build/sample-library
 SAMPLE := resources/samples
 
-.PHONY: run test bench bench-full bench-training bench-model demo venv model model-default clean
+.PHONY: run test bench bench-full bench-training bench-model bench-feedback demo venv model model-default clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_peers.py --profile quick
 	$(PY) benchmarks/bench_rescan.py --files 10000
 	$(PY) benchmarks/bench_index.py --profile quick
+	$(PY) benchmarks/bench_keeper.py
 	$(PY) benchmarks/report.py
 
 # Full profile: 2,000 12-MP and 5,000 1080p JPEGs (~6 GB in build/), the index at 1M (hours).
@@ -57,6 +58,13 @@ bench-full: $(STAMP)
 	$(PY) benchmarks/bench_peers.py --profile full
 	$(PY) benchmarks/bench_rescan.py
 	$(PY) benchmarks/bench_index.py --profile full
+	$(PY) benchmarks/report.py
+
+# A simulated person's review decisions replayed on Caltech-101 test-class photos, then
+# learning from them, measured on the half never reviewed (~6 min on 2 cores; needs ../shared).
+bench-feedback: $(STAMP)
+	$(PY) benchmarks/bench_feedback.py
+	$(PY) benchmarks/bench_feedback.py --model lookalike-angular-v1 --out bench-results/feedback-angular.json
 	$(PY) benchmarks/report.py
 
 # Fine-tune on Caltech-101 train classes with several losses at one budget (~15 min on 2 cores).

@@ -4,7 +4,7 @@
 
 Reads whatever is there — scan.json (bench_scan.py), peers.json (bench_peers.py),
 rescan.json (bench_rescan.py), index.json and index-1m.json (bench_index.py), feedback*.json
-(bench_feedback.py), gpu.json (bench_gpu.py, written on
+(bench_feedback.py), keeper.json (bench_keeper.py), gpu.json (bench_gpu.py, written on
 a GPU machine by scripts/gpu_bench.sh and copied here), model.json (bench_model.py) — and
 writes one markdown page with the tables and PNG plots (matplotlib, from the bench extra) into
 docs/benchmarks/. A missing file leaves its section out and says so; nothing is invented.
@@ -196,6 +196,10 @@ def feedback_section(data: dict) -> list[str]:
             f"Machine: 2-core CPU; {data['seconds']:.0f} s in all.", "", data["markdown"], ""]
 
 
+def keeper_section(data: dict) -> list[str]:
+    return [data["markdown"], ""]
+
+
 def summary(peers: dict | None, index: list | None, rescan: dict | None = None,
             gpu: dict | None = None) -> list[str]:
     """The headline ratios, computed from the same JSON as the tables below."""
@@ -243,7 +247,7 @@ def main() -> int:
     sections = [("scan.json", scan_section, False), ("peers.json", peers_section, True),
                 ("rescan.json", rescan_section, False), ("index.json", index_section, True),
                 ("index-1m.json", index_section, True), ("feedback.json", feedback_section, False),
-                ("feedback-angular.json", feedback_section, False)]
+                ("feedback-angular.json", feedback_section, False), ("keeper.json", keeper_section, False)]
     for name, make, wants_plots in sections:
         data = load(results, name)
         if data is None:

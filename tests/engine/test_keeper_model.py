@@ -3,12 +3,13 @@ scikit-learn, saving, and a library that follows what it learned."""
 import os
 import random
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from engine.catalog import FileRecord
-from engine.feedback import Review, ReviewMember
 from engine.keeper import choose_keeper
 from engine.keeper_advisor import KeeperAdvisor
 from engine.keeper_model import KeeperPreference, fit_logistic
@@ -16,63 +17,8 @@ from engine.keeper_signals import FolderRates, looks_like_copy
 from engine.library import Library, _candidate
 from imagegen import photo, save_jpeg
 
-HOME = "/home/ann/Pictures"
-FOLDERS = [f"{HOME}/Exports", f"{HOME}/Phone", "/home/ann/Downloads", f"{HOME}/Shared/Family"]
-
-
-def _copy(rng: random.Random, pixels: int, fmt: str = "JPEG", quality: float | None = None,
-          folder: str | None = None, name: str = "IMG_0001.jpg") -> dict:
-    quality = quality if fmt != "JPEG" or quality is not None else rng.uniform(60, 98)
-    per_pixel = {"JPEG": 0.1 + 0.4 * (quality or 80) / 100, "PNG": 2.5, "HEIF": 0.15}[fmt]
-    return {"bytes": int(pixels * per_pixel * rng.uniform(0.7, 1.3)), "width": None, "height": None,
-            "pixels": pixels, "format": fmt, "has_capture_time": rng.random() < 0.5,
-            "has_camera": rng.random() < 0.5, "folder": folder or rng.choice(FOLDERS), "name": name,
-            "jpeg_quality": round(quality, 1) if fmt == "JPEG" else None,
-            "sharpness": rng.uniform(50, 400)}
-
-
-def _review(rid: int, copies: list[dict], keep: int) -> Review:
-    members = tuple(ReviewMember(f"h{rid}-{i}", f"{c['folder']}/{c['name']}", i == keep, 0.9, c)
-                    for i, c in enumerate(copies))
-    return Review(rid, f"2024-01-01T00:00:{rid:02d}", "same-photo", "near", "m", 0.8, members)
-
-
-def originals_user(n: int, seed: int = 0) -> list[Review]:
-    """Keeps the copy under Pictures/Originals, whatever its size or format."""
-    rng, out = random.Random(seed), []
-    for rid in range(n):
-        pixels = rng.choice([2, 8, 12, 24]) * 10**6
-        copies = [_copy(rng, int(pixels * rng.choice([1, 0.5, 0.25])), rng.choice(["JPEG", "PNG", "HEIF"]))
-                  for _ in range(rng.randint(2, 3))]
-        keep = rng.randrange(len(copies))
-        copies[keep]["folder"] = f"{HOME}/Originals/{2015 + rid % 8}"
-        out.append(_review(rid, copies, keep))
-    return out
-
-
-def pixels_user(n: int, seed: int = 1) -> list[Review]:
-    """Keeps the most pixels, even a JPEG over a (bigger) PNG and a low quality over a high one."""
-    rng, out = random.Random(seed), []
-    for rid in range(n):
-        pixels = rng.choice([2, 8, 12]) * 10**6
-        big, small = rng.choice(["JPEG", "PNG"]), rng.choice(["JPEG", "PNG"])
-        copies = [_copy(rng, pixels, big, quality=70 if big == "JPEG" else None),
-                  _copy(rng, pixels // 4, small, quality=95 if small == "JPEG" else None)]
-        order = rng.sample([0, 1], 2)
-        out.append(_review(rid, [copies[i] for i in order], order.index(0)))
-    return out
-
-
-def quality_user(n: int, seed: int = 2) -> list[Review]:
-    """Keeps the highest JPEG quality among copies of the same size."""
-    rng, out = random.Random(seed), []
-    for rid in range(n):
-        pixels = rng.choice([2, 8, 12]) * 10**6
-        qualities = rng.sample(range(55, 99, 4), rng.randint(2, 3))
-        copies = [_copy(rng, pixels, "JPEG", quality=q) for q in qualities]
-        out.append(_review(rid, copies, qualities.index(max(qualities))))
-    return out
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: benchmarks/
+from benchmarks.bench_keeper import HOME, _copy, _review, originals_user, pixels_user, quality_user  # noqa: E402
 
 def test_originals_user_is_learned_and_the_reason_names_the_folder():
     pref = KeeperPreference.fit(originals_user(40))
