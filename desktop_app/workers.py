@@ -453,6 +453,7 @@ class Services:
         """Switch the library to another model and re-embed it in the background."""
         def work(job: Job):
             new = Library(self.library.folder, model=name, device=device)
+            new.set_active_model(name)  # the command line and the next start use it too
             report = new.scan(new.folders(), job.report) if new.folders() else None
             old, self.library = self.library, new
             old.close()

@@ -163,6 +163,7 @@ def test_training_plots_compares_and_activates(qtbot, services, labeled):
         view.activate()
     assert activated.args == ["tiny"]
     assert services.library.model_id.startswith("tiny@")
+    assert services.library.active_model_name() == "tiny"  # the command line uses it too
 
 
 def test_cancel_returns_to_idle(qtbot, services, labeled):
