@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from engine.decode import read_photo
-from engine.errors import DecodeError, LookalikeError
+from engine.errors import Cancelled, DecodeError, LookalikeError
 from engine.model_bundle import save_bundle
 from engine.network import EmbeddingNet
 from engine.progress import ProgressCallback, null_progress
@@ -166,6 +166,8 @@ def train_from_feedback(library, config: FeedbackConfig = FeedbackConfig(),
     bench_acts = _benchmark_activations(net, bench, size, config.seed)
     before = _measure(net, held_acts, split.held, bench_acts, bundle)
     history = _train(net, views, len(reviewed), split.train, config, progress)
+    if history[-1]["step"] < config.steps:  # the progress callback asked to stop
+        raise Cancelled("learning from your decisions was stopped; the active model is unchanged")
     after = _measure(net, held_acts, split.held, bench_acts, bundle, before["recall_at_threshold"])
     activated, reason = _verdict(before, after, config.max_drop)
     name = config.name or _next_name(library, bundle.model_id)

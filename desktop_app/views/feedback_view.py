@@ -26,6 +26,7 @@ class FeedbackView(QWidget):
         self.result = None
         self._jobs: list = []
         self._build()
+        self._set_busy(False)
         self.refresh()
 
     def _build(self) -> None:
@@ -34,6 +35,8 @@ class FeedbackView(QWidget):
         self.steps_spin = QSpinBox(minimum=10, maximum=5000, singleStep=50, value=200)
         self.improve_button = QPushButton("Improve the model from my decisions")
         self.improve_button.clicked.connect(self.improve)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
         self.progress_bar = QProgressBar()
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
@@ -46,6 +49,7 @@ class FeedbackView(QWidget):
         row.addWidget(QLabel("Training steps"))
         row.addWidget(self.steps_spin)
         row.addWidget(self.improve_button, 1)
+        row.addWidget(self.cancel_button)
         for part in (self.counts_label, row, self.progress_bar, self.status_label, self.table):
             (model.addLayout if isinstance(part, QHBoxLayout) else model.addWidget)(part)
         self.keeper_button = QPushButton("Learn which copy I keep")
@@ -83,6 +87,15 @@ class FeedbackView(QWidget):
     def _set_busy(self, busy: bool) -> None:
         self.improve_button.setEnabled(not busy)
         self.keeper_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+
+    @Slot()
+    def cancel(self) -> None:
+        """Stop after the current step; a stopped run changes nothing."""
+        for job in self._jobs:
+            job.cancel()
+        self.cancel_button.setEnabled(False)
+        self.status_label.setText("Stopping after the current step…")
 
     @Slot()
     def improve(self) -> None:
@@ -99,12 +112,16 @@ class FeedbackView(QWidget):
         self.status_label.setText(what)
 
     def _done(self) -> None:
+        self._jobs = [job for job in self._jobs if job is not self.sender()]
         self._set_busy(False)
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1)
 
     def _on_improved(self, result) -> None:
         self._done()
+        if result is None:  # cancelled
+            self.status_label.setText("Stopped; the model in use is unchanged.")
+            return
         self.result = result
         for r, (key, _) in enumerate(ROWS):
             for c, side in enumerate((result.before, result.after)):

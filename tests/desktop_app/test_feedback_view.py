@@ -51,3 +51,21 @@ def test_an_activated_model_fills_the_table_and_is_announced(view, qtbot, monkey
     assert activated.args == ["lite0-personal-1"] and steps == [60]
     assert view.table.item(0, 0).text() == "0.610" and view.table.item(0, 1).text() == "0.740"
     assert view.table.item(1, 1).text() == "2" and view.status_label.text() == "Activated: better"
+
+
+def test_cancel_stops_and_changes_nothing(view, qtbot, monkeypatch):
+    import training.feedback_train as ft
+    from engine.errors import Cancelled
+
+    def slow(lib, cfg, progress):
+        while progress(1, 10, "learning from your decisions") is not False:
+            pass
+        raise Cancelled("stopped")
+
+    monkeypatch.setattr(ft, "train_from_feedback", slow)
+    assert not view.cancel_button.isEnabled()
+    view.improve()
+    assert view.cancel_button.isEnabled() and not view.improve_button.isEnabled()
+    view.cancel()
+    qtbot.waitUntil(lambda: view.status_label.text() == "Stopped; the model in use is unchanged.", timeout=WAIT)
+    assert view.improve_button.isEnabled() and not view.cancel_button.isEnabled() and view.result is None

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import ImageOps
 
-from engine.errors import LookalikeError
+from engine.errors import Cancelled, LookalikeError
 from engine.feedback import LabelledPair
 from engine.library import DuplicateGroup, Library, Member
 from imagegen import crop, photo, resize, save_jpeg
@@ -97,6 +97,16 @@ def test_a_tiny_run_measures_before_and_after_and_activates_only_when_better(rev
     assert counts["same-photo"] >= 3 and counts["not-duplicate"] >= 2
     cfg = FeedbackConfig(steps=6, batch=4, pair_batch=4, views=2, train_size=64, library_photos=8,
                          benchmark_photos=8, holdout=0.3, min_pairs=2)
+    seen = []
+
+    def stop_while_training(done, total, what):
+        seen.append(what)
+        return what != "learning from your decisions"
+
+    with pytest.raises(Cancelled):  # stopped mid-training: nothing is measured, saved or activated
+        train_from_feedback(lib, cfg, stop_while_training)
+    assert seen.count("learning from your decisions") == 1 and lib.active_model_name() is None
+    assert not (lib.folder / "models").exists()
     result = train_from_feedback(lib, cfg)
     for side in (result.before, result.after):
         assert 0 <= side["heldout_ap"] <= 1 and 0 <= side["benchmark_micro_ap"] <= 1
