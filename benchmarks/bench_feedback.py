@@ -47,7 +47,7 @@ from engine.decode import read_photo  # noqa: E402
 from engine.embedding import Embedder  # noqa: E402
 from engine.library import DuplicateGroup, Library, Member  # noqa: E402
 from engine.model_bundle import load_bundle  # noqa: E402
-from engine.personal_thresholds import calibrate_personal  # noqa: E402
+from engine.personal_thresholds import calibrate_personal, precision_recall_at  # noqa: E402
 from training.calibrate import sample_images  # noqa: E402
 from training.families import FAMILIES, make_copy  # noqa: E402
 from training.feedback_train import (FeedbackConfig, average_precision,  # noqa: E402
@@ -113,11 +113,10 @@ def pair_metrics(embedder: Embedder, paths: list[str], labels: np.ndarray, thres
                  recall: float | None = None) -> dict:
     emb = embedder.embed_files(paths, head="copy")
     scores = (emb @ emb.T)[np.triu_indices(len(paths), 1)]
-    hit = scores >= threshold
-    at_threshold_recall = float((hit & (labels == 1)).sum() / max(1, labels.sum()))
+    precision, at_threshold_recall = precision_recall_at(scores, labels, threshold)
     recall = at_threshold_recall if recall is None else recall
     return {"pair AP": average_precision(scores, labels), "recall at threshold": at_threshold_recall,
-            "precision at threshold": float((hit & (labels == 1)).sum() / max(1, hit.sum())),
+            "precision at threshold": precision,
             "false pairs at equal recall": false_positives_at_recall(scores, labels, recall),
             "equal recall": recall, "threshold": threshold, "positives": int(labels.sum()),
             "negatives": int((labels == 0).sum()), "scores": scores}
@@ -162,11 +161,10 @@ def main() -> int:
                          recall=before["recall at threshold"])
     rows = [("active model, card threshold", before), ("after learning from decisions", after)]
     if personal.threshold is not None:  # the active model with the threshold learned from decisions
-        s, t = before["scores"], personal.threshold
-        hit = s >= t
-        rows.append((f"active model, personal threshold {t:.3f}", {
-            "precision at threshold": float((hit & (labels == 1)).sum() / max(1, hit.sum())),
-            "recall at threshold": float((hit & (labels == 1)).sum() / max(1, labels.sum())), "threshold": t}))
+        t = personal.threshold
+        precision, recall = precision_recall_at(before["scores"], labels, t)
+        rows.append((f"active model, personal threshold {t:.3f}",
+                     {"precision at threshold": precision, "recall at threshold": recall, "threshold": t}))
     report["half_b"] = [{"model": name, **{k: v for k, v in m.items() if k != "scores"}} for name, m in rows]
     report["personal_near"] = {k: getattr(personal, k) for k in ("threshold", "precision", "recall",
                                                                  "positives", "negatives", "card_threshold")}

@@ -485,6 +485,11 @@ class Catalog:
         return [(h, members[h[0]]) for h in heads]
 
     @_guarded
+    def review_counts(self) -> dict[str, int]:
+        """{kind: number of reviews} (one query; the Learn tab shows it)."""
+        return dict(self._conn.execute("SELECT kind, COUNT(*) FROM reviews GROUP BY kind").fetchall())
+
+    @_guarded
     def delete_review(self, review_id: int) -> None:
         with self.transaction():
             self._write("DELETE FROM review_members WHERE review_id = ?", (review_id,))

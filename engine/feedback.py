@@ -77,22 +77,23 @@ class FeedbackStore:
 
     def record(self, kind: str, members: list[tuple], *, level: str | None = None,
                model_id: str | None = None, threshold: float | None = None) -> int:
-        """Store one review; ``members``: (FileRecord, kept, similarity, features)."""
+        """Store one review; ``members``: (FileRecord, kept, similarity, features[, image]) —
+        the optional image, already decoded, becomes the snapshot without reading the file."""
         if kind not in KINDS:
             raise LookalikeError(f"unknown review kind '{kind}' (choose from {', '.join(KINDS)})")
         if not members:
             raise LookalikeError("a review needs at least one photo")
-        for record, *_ in members:
-            self._snapshot(record.path, record.content_hash)
-        rows = [(r.content_hash, r.path, bool(kept), sim, features) for r, kept, sim, features in members]
+        for record, *_, image in (m if len(m) == 5 else (*m, None) for m in members):
+            self._snapshot(record.path, record.content_hash, image)
+        rows = [(r.content_hash, r.path, bool(kept), sim, features) for r, kept, sim, features, *_ in members]
         return self.catalog.add_review(kind, level, model_id, threshold, rows)
 
-    def _snapshot(self, path: str, content_hash: str) -> None:
+    def _snapshot(self, path: str, content_hash: str, image=None) -> None:
         target = self.snapshot_path(content_hash)
         if target.exists():
             return
         try:
-            image = read_photo(path, SNAPSHOT_SIZE).image
+            image = (image or read_photo(path, SNAPSHOT_SIZE).image).copy()
         except DecodeError as exc:  # the decision still counts; it just cannot be trained on
             log.warning("no snapshot for the review: %s", exc)
             return
@@ -119,7 +120,4 @@ class FeedbackStore:
         return list(latest.values())
 
     def counts(self) -> dict[str, int]:
-        counts = {k: 0 for k in KINDS}
-        for review in self.reviews():
-            counts[review.kind] += 1
-        return counts
+        return {k: 0 for k in KINDS} | self.catalog.review_counts()

@@ -50,18 +50,26 @@ def photo_features(record, *, measure_sharpness: bool = True) -> dict:
     """Features of one catalogued file (a ``FileRecord``); pixel-based ones are None when the
     file cannot be read now (the decision is stored all the same). ``measure_sharpness``
     False skips the one feature that decodes pixels (its value stays None)."""
+    return read_features(record, measure_sharpness=measure_sharpness)[0]
+
+
+def read_features(record, *, measure_sharpness: bool = True) -> tuple[dict, Image.Image | None]:
+    """``photo_features`` and the ~512-px image sharpness was measured on (None when not
+    decoded), from one read of the file: a review keeps its snapshot from that image."""
     out = {"bytes": int(record.size or 0), "width": record.width, "height": record.height,
            "pixels": int((record.width or 0) * (record.height or 0)), "format": record.format,
            "has_capture_time": record.capture_time is not None, "has_camera": record.camera is not None,
            "folder": os.path.dirname(record.path), "name": os.path.basename(record.path),
            "jpeg_quality": None, "sharpness": None}
+    image = None
     try:
         data = read_bytes(record.path)
         with Image.open(io.BytesIO(data)) as img:
             if img.width * img.height <= MAX_PIXELS:
                 out["jpeg_quality"] = jpeg_quality(img)
         if measure_sharpness:
-            out["sharpness"] = sharpness(read_photo(record.path, SHARPNESS_SIZE, data=data).image)
+            image = read_photo(record.path, SHARPNESS_SIZE, data=data).image
+            out["sharpness"] = sharpness(image)
     except (DecodeError, *CORRUPT_DATA_ERRORS):
         pass
-    return out
+    return out, image

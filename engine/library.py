@@ -458,11 +458,11 @@ class Library:
 
     def _review(self, group: DuplicateGroup, kind: str, removed: list[str],
                 threshold: float | None) -> None:
-        from engine.keeper_features import photo_features
+        from engine.keeper_features import read_features
 
         gone = set(removed)
-        members = [(m.file, m.file.path not in gone, m.similarity, photo_features(m.file))
-                   for m in group.members]
+        members = [(m.file, m.file.path not in gone, m.similarity, *read_features(m.file))
+                   for m in group.members]  # one read per photo: its features and snapshot
         self.feedback.record(kind, members, level=group.level, model_id=self.model_id,
                              threshold=threshold)
 

@@ -64,7 +64,7 @@ def _schedule(cfg: StageConfig) -> Callable[[int], float]:
     return factor
 
 
-def _freeze_batchnorm(module: nn.Module) -> None:
+def freeze_batchnorm(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
@@ -136,7 +136,7 @@ def train_copy_branch(net: EmbeddingNet, acts: torch.Tensor, cfg: StageConfig,
 
     def step_loss(gen: torch.Generator) -> torch.Tensor:
         module.train()
-        _freeze_batchnorm(module)
+        freeze_batchnorm(module)
         photos = torch.randperm(n, generator=gen)[:p]
         first = torch.randint(k, (p,), generator=gen)
         second = (first + torch.randint(1, k, (p,), generator=gen)) % k  # a different view

@@ -44,7 +44,7 @@ from engine.network import EmbeddingNet
 from engine.progress import ProgressCallback, null_progress
 from training.augment import AugmentConfig, CopyAugment
 from training.cached import embed_activations, pooled_features, view_activations
-from training.cached_train import StageConfig, _freeze_batchnorm, branch_groups, make_loss, optimise
+from training.cached_train import StageConfig, freeze_batchnorm, branch_groups, make_loss, optimise
 from training.evaluate import near_duplicate_metrics
 from training.families import FAMILIES, make_copy
 
@@ -143,7 +143,8 @@ def train_from_feedback(library, config: FeedbackConfig = FeedbackConfig(),
     started = time.perf_counter()
     bundle = library.bundle
     pairs = library.feedback.pairs("copy")
-    images = _reviewed_images(library, {h for p in pairs for h in (p.hash_a, p.hash_b)})
+    files = library.catalog.files()
+    images = _reviewed_images(library, files, {h for p in pairs for h in (p.hash_a, p.hash_b)})
     split = split_decisions(pairs, images, config.holdout, config.seed)
     counts = _counts(split)
     if len(split.train) < config.min_pairs or not split.held:
@@ -154,7 +155,7 @@ def train_from_feedback(library, config: FeedbackConfig = FeedbackConfig(),
         raise LookalikeError(f"unknown feedback training mode '{config.mode}'")
     net = _with_projection(bundle) if config.mode == "projection" else _trainable(bundle, config.branch_stages)
     reviewed = [images[h] for h in split.hashes]
-    library_imgs, bench = _library_images(library, set(split.hashes), config)
+    library_imgs, bench = _library_images(files, set(split.hashes), config)
     size = bundle.input_size
     train_size = config.train_size or size
     augment = CopyAugment(AugmentConfig(size=train_size, rot90_p=0.5, min_crop_area=0.3,
@@ -187,9 +188,9 @@ def _counts(split: _Split) -> dict:
             "held_pairs": len(split.held), "held_positive": pos(split.held), "photos": len(split.hashes)}
 
 
-def _reviewed_images(library, hashes: set[str]) -> dict:
+def _reviewed_images(library, files: list, hashes: set[str]) -> dict:
     """content hash → PIL image: its snapshot, else a catalogued file with that content."""
-    paths = {f.content_hash: f.path for f in library.catalog.files() if f.content_hash in hashes}
+    paths = {f.content_hash: f.path for f in files if f.content_hash in hashes}
     out = {}
     for digest in sorted(hashes):
         for path in (library.feedback.snapshot_path(digest), paths.get(digest)):
@@ -203,11 +204,11 @@ def _reviewed_images(library, hashes: set[str]) -> dict:
     return out
 
 
-def _library_images(library, exclude: set[str], config: FeedbackConfig) -> tuple[list, list]:
+def _library_images(files: list, exclude: set[str], config: FeedbackConfig) -> tuple[list, list]:
     """Photos of the library for the copy-detection part and, apart from them where the
     library is large enough, for the built-in benchmark."""
     seen, paths = set(), []
-    for f in library.catalog.files():
+    for f in files:
         if f.content_hash not in exclude and f.content_hash not in seen:
             seen.add(f.content_hash)
             paths.append(f.path)
@@ -344,7 +345,7 @@ def _train(net: EmbeddingNet, views: torch.Tensor, n_reviewed: int, pairs: list,
 
     def step_loss(gen: torch.Generator) -> torch.Tensor:
         module.train()
-        _freeze_batchnorm(module)
+        freeze_batchnorm(module)
         rows, cols = _batch(gen, n_reviewed, n_lib, k, positives, negatives, config)
         labels = torch.arange(len(rows) // 2).repeat_interleave(2)
         return loss_fn(head(features(rows, cols)), labels)

@@ -37,6 +37,7 @@ def test_reviews_round_trip_with_pairs_and_snapshots(tmp_path):
     semantic = {(p.hash_a, p.hash_b): p.label for p in store.pairs("semantic")}
     assert semantic == {("h0", "h1"): 1, ("h0", "h2"): 0, ("h1", "h2"): 1}
     assert store.counts() == {"same-photo": 1, "not-duplicate": 1, "similar-not-near": 1}
+    assert FeedbackStore(cat, tmp_path / "x").counts() == store.counts()  # counted in SQL
     with pytest.raises(LookalikeError, match="unknown review kind"):
         store.record("maybe", members)
     cat.delete_review(rid)
@@ -57,7 +58,12 @@ def test_keeper_features_measure_quality_and_sharpness(tmp_path):
         assert jpeg_quality(img) is None
 
 
-def test_library_records_dismissals_and_removals_and_hides_by_level(tmp_path, embedder):
+def test_library_records_dismissals_and_removals_and_hides_by_level(tmp_path, embedder, monkeypatch):
+    import engine.feedback
+
+    snapshot_reads = []
+    real_read = engine.feedback.read_photo
+    monkeypatch.setattr(engine.feedback, "read_photo", lambda *a, **k: snapshot_reads.append(a) or real_read(*a, **k))
     folder = tmp_path / "photos"
     folder.mkdir()
     base = photo(4, (320, 240))
@@ -84,5 +90,6 @@ def test_library_records_dismissals_and_removals_and_hides_by_level(tmp_path, em
         gone = next(m.content_hash for m in last.members if not m.kept)
         assert lib.catalog.get_embedding(gone, lib.model_id, "copy") is not None
         assert lib.feedback.snapshot_path(gone).exists()
+        assert snapshot_reads == []  # snapshots come from the decode that measured the features
         with pytest.raises(LookalikeError):
             lib.dismiss(group, "same-photo")
