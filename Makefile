@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := build/sample-library
 SAMPLE := resources/samples
 
-.PHONY: run test bench bench-full bench-training bench-model bench-feedback demo venv model model-default clean
+.PHONY: run test bench bench-full bench-training bench-model bench-feedback demo venv model model-default gpu-pack clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,13 @@ model: $(STAMP)
 # the loss ablation (~15 min on 2 cores after `make model`, which leaves its caches in build/model).
 bench-model: $(STAMP)
 	$(PY) benchmarks/bench_model.py
+
+# What a lent GPU session carries (docs/training.md): the recipe's photos as a 38 MB pack in
+# .pack/ and the wheels the GPU image lacks in .whl/ (both kept out of git). Then one device
+# call: bash scripts/gpu_session.sh, carrying .pack and .whl.
+gpu-pack: $(STAMP)
+	$(PY) scripts/make_gpu_pack.py
+	bash scripts/gpu_wheels.sh
 
 # Rebuild the pretrained baseline bundle and recalibrate its thresholds (needs ../shared/datasets).
 model-default: $(STAMP)

@@ -63,6 +63,8 @@ MEAN, STD = 127.0, 128.0
 class GPURecipe:
     start: str = "lookalike-angular-v1"     # bundle giving the trunk and the semantic projection
     copy_stages: int = 3                    # last trunk stages the copy head owns
+    copy_init: str = "imagenet"             # or "start": the start's copy branch and head, extended
+                                            # downwards with ImageNet stages (a warm start)
     semantic_stages: int = 2                # shared top stages the semantic stage fine-tunes (0: none)
     train_size: int = 160                   # copy views
     semantic_size: int = 192
@@ -179,6 +181,23 @@ def start_network(recipe: GPURecipe) -> EmbeddingNet:
     missing, unexpected = net.load_state_dict(keep, strict=False)
     assert not unexpected, unexpected
     net.reset_branches()
+    if recipe.copy_init == "start":
+        own = cfg.branches.get("copy", 0)
+        if not 1 <= own <= recipe.copy_stages:
+            raise ValueError(f"{recipe.start} has a copy branch of {own} stages; a warm start needs "
+                             f"1–{recipe.copy_stages}")
+        shift = recipe.copy_stages - own
+        warm = {}
+        for k, v in state.items():
+            if k.startswith("branches.copy.blocks."):
+                _, _, _, i, rest = k.split(".", 4)
+                warm[f"branches.copy.blocks.{int(i) + shift}.{rest}"] = v
+            elif k.startswith(("branches.copy.", "heads.copy.")):
+                warm[k] = v
+        missing, unexpected = net.load_state_dict(warm, strict=False)
+        assert not unexpected, unexpected
+    elif recipe.copy_init != "imagenet":
+        raise ValueError(f"copy_init must be 'imagenet' or 'start', not {recipe.copy_init!r}")
     if net.fork + recipe.semantic_stages > len(net.trunk.blocks):
         raise ValueError("semantic_stages reaches below the copy branch's fork")
     for p in net.parameters():
@@ -336,16 +355,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_copy(net: EmbeddingNet, images: torch.Tensor, train_idx: torch.Tensor, check: HeldOutCheck,
-               recipe: GPURecipe, log_fn=print) -> dict:
+def _pca_start(net: EmbeddingNet, images: torch.Tensor, train_idx: torch.Tensor, aug: GPUAugment,
+               gen: torch.Generator, recipe: GPURecipe) -> None:
+    """Start the copy projection as PCA (root-whitened) of the branch's pooled features on plain
+    photos and augmented views."""
     device = images.device
-    gen = torch.Generator(device=device).manual_seed(recipe.seed)
-    aug = GPUAugment(AugmentConfig(**{"size": recipe.train_size, **recipe.copy_augment}))
-    jpeg = JpegRoundTrip(recipe.jpeg_p, recipe.jpeg_qualities, gen)
-    loss_fn = build_loss("npair+angular", alpha_deg=recipe.alpha_deg, lam=recipe.lam)
-    batch = min(recipe.copy_batch, len(train_idx))
-    labels = torch.arange(batch, device=device).repeat_interleave(2)
-    # the projection starts as PCA of the branch's pooled features on plain + augmented photos
     net.eval()
     with torch.no_grad(), _autocast(device):
         sample = train_idx[torch.randperm(len(train_idx), device=device, generator=gen)[:1024]]
@@ -359,6 +373,19 @@ def train_copy(net: EmbeddingNet, images: torch.Tensor, train_idx: torch.Tensor,
                 rows += len(x)
     whitening_init(net.heads["copy"], torch.cat(feats).cpu())
     net.heads["copy"].to(device)
+
+
+def train_copy(net: EmbeddingNet, images: torch.Tensor, train_idx: torch.Tensor, check: HeldOutCheck,
+               recipe: GPURecipe, log_fn=print) -> dict:
+    device = images.device
+    gen = torch.Generator(device=device).manual_seed(recipe.seed)
+    aug = GPUAugment(AugmentConfig(**{"size": recipe.train_size, **recipe.copy_augment}))
+    jpeg = JpegRoundTrip(recipe.jpeg_p, recipe.jpeg_qualities, gen)
+    loss_fn = build_loss("npair+angular", alpha_deg=recipe.alpha_deg, lam=recipe.lam)
+    batch = min(recipe.copy_batch, len(train_idx))
+    labels = torch.arange(batch, device=device).repeat_interleave(2)
+    if recipe.copy_init == "imagenet":
+        _pca_start(net, images, train_idx, aug, gen, recipe)
 
     def step_loss(step: int):
         pick = train_idx[torch.randperm(len(train_idx), device=device, generator=gen)[:batch]]

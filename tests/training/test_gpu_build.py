@@ -100,3 +100,15 @@ def test_run_trains_both_stages_and_writes_weights_the_engine_loads(tmp_path):
     top = [k for k in state if k.startswith(("branches.copy.", "heads.copy.")) and state[k].is_floating_point()]
     assert any(not torch.allclose(state[k].float(), before.state_dict()[k].float(), atol=1e-3) for k in top)
     assert saved["pack"]["held_out"] == 6 and saved["copy"]["jpeg"] == "on"
+
+
+def test_warm_start_extends_the_start_copy_branch_downwards():
+    recipe = GPURecipe(copy_stages=2, copy_init="start")
+    net = start_network(recipe).eval()
+    old = load_bundle(recipe.start).build_network().eval()
+    assert old.config.branches == {"copy": 1} and net.config.branches == {"copy": 2}
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():   # the extra stage is the ImageNet one the old network shares: same output
+        assert torch.allclose(net(x, ("copy",))["copy"], old(x, ("copy",))["copy"], atol=1e-4)
+    with pytest.raises(ValueError, match="copy_init"):
+        start_network(GPURecipe(copy_init="nonsense"))
