@@ -30,15 +30,26 @@ from engine.network import EmbeddingNet, NetworkConfig  # noqa: E402
 from training.build import HeldOut, ModelRecipe, calibrate, training_folders  # noqa: E402
 
 
+def description(report: dict) -> str:
+    """What the run did, from its report: the device it ran on, how the copy branch started,
+    and whether the semantic stage ran at all."""
+    r = report["recipe"]
+    where = "a GPU" if report["device"].startswith("cuda") else f"the CPU ({report['device']})"
+    start = (f"warm-started from {r['start']}'s copy branch" if r.get("copy_init") == "start"
+             else "started from ImageNet")
+    semantic = (f"a semantic head whose trunk top ({r['semantic_stages']} stages) is fine-tuned on class labels"
+                if report.get("semantic") else f"the semantic head of {r['start']} unchanged")
+    return (f"EfficientNet-Lite0 + GeM, angular loss (N-pair + angular), trained on {where}: a copy head "
+            f"with its own fine-tuned last {r['copy_stages']} stages ({start}), and {semantic}")
+
+
 def card_for(report: dict, net: EmbeddingNet, name: str, start_card: dict) -> dict:
     r = report["recipe"]
     copy, semantic = report.get("copy", {}), report.get("semantic", {})
     return {
         "name": name,
         "version": _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d%H%M%S"),
-        "description": (f"EfficientNet-Lite0 + GeM, angular loss (N-pair + angular), trained on a GPU: a copy "
-                        f"head with its own fine-tuned last {r['copy_stages']} stages, and a semantic head "
-                        f"whose trunk top ({r['semantic_stages']} stages) is fine-tuned on class labels"),
+        "description": description(report),
         "architecture": net.config.to_dict(),
         "input": start_card["input"],
         "heads": {"copy": {"dim": net.head_dim("copy"), "use": "near-duplicates"},

@@ -1,6 +1,6 @@
 """The GPU recipe (training/gpu_build.py) at toy sizes on the CPU: pack → decode → both stages →
 weights the engine's network loads. The CUDA path (nvJPEG round trip, bf16) runs on a lent GPU
-through scripts/gpu_model.sh; here the same code runs with libjpeg and float32."""
+through scripts/gpu_session.sh; here the same code runs with libjpeg and float32."""
 from __future__ import annotations
 
 import io
@@ -112,3 +112,20 @@ def test_warm_start_extends_the_start_copy_branch_downwards():
         assert torch.allclose(net(x, ("copy",))["copy"], old(x, ("copy",))["copy"], atol=1e-4)
     with pytest.raises(ValueError, match="copy_init"):
         start_network(GPURecipe(copy_init="nonsense"))
+
+
+def test_finished_bundle_describes_where_and_what_the_run_trained():
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "finish_gpu_model", Path(__file__).resolve().parents[2] / "scripts/finish_gpu_model.py")
+    finish = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(finish)
+    recipe = GPURecipe(copy_stages=2, copy_init="start").to_dict()
+    on_cpu = finish.description({"recipe": recipe, "device": "cpu", "copy": {"steps": 9}})
+    assert "the CPU (cpu)" in on_cpu and "GPU" not in on_cpu
+    assert "warm-started from lookalike-angular-v1" in on_cpu and "semantic head of lookalike-angular-v1 unchanged" in on_cpu
+    on_gpu = finish.description({"recipe": GPURecipe().to_dict(), "device": "cuda:0",
+                                 "copy": {"steps": 9}, "semantic": {"steps": 3}})
+    assert "trained on a GPU" in on_gpu and "started from ImageNet" in on_gpu
+    assert "trunk top (2 stages) is fine-tuned" in on_gpu
