@@ -129,3 +129,42 @@ def test_finished_bundle_describes_where_and_what_the_run_trained():
                                  "copy": {"steps": 9}, "semantic": {"steps": 3}})
     assert "trained on a GPU" in on_gpu and "started from ImageNet" in on_gpu
     assert "trunk top (2 stages) is fine-tuned" in on_gpu
+
+
+def test_family_copies_cover_every_family_evenly_and_are_reproducible():
+    from training.families import FAMILIES
+    rng = np.random.default_rng(3)
+    originals = torch.from_numpy(np.stack([np.asarray(_photo(rng, i % 4)) for i in range(8)])
+                                 ).permute(0, 3, 1, 2).contiguous()
+    queries, source, names = gpu_build.family_copies(originals, 2, 40, seed=5)
+    assert queries.shape == (16, 3, 40, 40) and queries.dtype == torch.uint8
+    assert source.tolist() == [i for i in range(8) for _ in range(2)]
+    assert sorted(names) == sorted(list(FAMILIES) * 2)          # 8 photos × 2: each family twice
+    assert all(names[2 * i] != names[2 * i + 1] for i in range(8))
+    again, _, _ = gpu_build.family_copies(originals, 2, 40, seed=5)
+    assert torch.equal(queries, again)
+    other, _, _ = gpu_build.family_copies(originals, 2, 40, seed=6)
+    assert not torch.equal(queries, other)
+    none, src, fam = gpu_build.family_copies(originals, 0, 40, seed=5)
+    assert len(none) == 0 and len(src) == 0 and fam == []
+
+
+def test_held_out_check_pools_device_and_family_copies(tmp_path):
+    path, _ = _pack(tmp_path)
+    recipe = GPURecipe(eval_size=48, val_distractors=6, check_family_copies=2)
+    pack = torch.load(path, weights_only=False)
+    images = decode_pack(pack, torch.device("cpu"))
+    check = gpu_build.HeldOutCheck(images, pack["labels"], pack["held_out"], recipe)
+    n = int(pack["held_out"].sum())
+    assert len(check.family_queries) == 2 * n and len(check.queries) == n
+    net = start_network(recipe)
+    score = check.copy_score(net)
+    assert {"micro-AP", "R@1", "device µAP", "families µAP"} <= set(score)
+    assert all(0.0 <= score[k] <= 1.0 for k in ("micro-AP", "R@1", "device µAP", "families µAP"))
+    plain = gpu_build.HeldOutCheck(images, pack["labels"], pack["held_out"],
+                                   GPURecipe(eval_size=48, val_distractors=6, check_family_copies=0))
+    alone = plain.copy_score(net)
+    assert set(alone) == {"micro-AP", "R@1"}
+    # the same device-made copies as before the family copies were added, scored the same
+    assert torch.equal(plain.queries, check.queries)
+    assert score["device µAP"] == pytest.approx(alone["micro-AP"], abs=1e-6)
