@@ -102,8 +102,12 @@ def threshold_precision(test: TestSet, net, card: dict) -> dict:
     # Two views: copies against the database (as calibrated), and every pair a library of
     # these 3,000 photos would show — there, database pairs above the threshold count as
     # false, though some are real near-copies inside Caltech-101 (duplicates_found.csv).
+    families = np.asarray(test.families).astype(str)
     out["near"] = {"threshold": t, "precision": tp / max(1, tp + fp), "recall": tp / len(q), "tp": tp,
-                   "fp": fp, "precision_all_pairs": tp / max(1, tp + fp + fp_db), "fp_database_pairs": fp_db}
+                   "fp": fp, "precision_all_pairs": tp / max(1, tp + fp + fp_db), "fp_database_pairs": fp_db,
+                   # which edits the threshold lets through, e.g. how many mild resize + JPEG copies
+                   "recall_per_family": {f: round(float((pos[families == f] >= t).mean()), 3)
+                                         for f in sorted(set(families.tolist()))}}
     s = card["thresholds"]["semantic"]["similar"]
     emb = embed_activations(net, test.acts, "semantic")
     upper = np.triu_indices(len(emb), 1)
