@@ -28,18 +28,7 @@ TOTAL="${GPU_BENCH_TOTAL:-480}"
 mkdir -p "$OUT" bench-results
 say() { echo "== $(date +%T) $*"; }
 
-[ -d /tmp/site ] && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-if python3 -c "import hnswlib, platformdirs" 2>/dev/null; then
-    say "hnswlib and platformdirs already importable (scripts/gpu_session.sh installed them)"
-elif compgen -G ".whl/*.whl" >/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl || say "installing the carried wheels failed"
-fi
-if ! python3 -c "import hnswlib" 2>/dev/null && compgen -G ".whl/hnswlib-*.tar.gz" >/dev/null; then
-    say "building hnswlib from its source"
-    timeout 240 python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir \
-        --target /tmp/site .whl/hnswlib-*.tar.gz || say "hnswlib did not build"
-fi
+bash scripts/gpu_install.sh
 [ -d /tmp/site ] && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || say "no nvidia-smi"

@@ -5,8 +5,8 @@
 #     bash scripts/gpu_wheels.sh                    # here, once: .whl/ (platformdirs, hnswlib source)
 #     device run: command "bash scripts/gpu_session.sh", carry [".pack", ".whl"], timeout_s 570
 #
-# 1. In the background, on the CPU: the carried wheels are installed (hnswlib built from its
-#    source) and the scan benchmark's photo sets are generated, while
+# 1. In the background, on the CPU: the carried wheels are installed (scripts/gpu_install.sh;
+#    hnswlib built from its source) and the scan benchmark's photo sets are generated, while
 # 2. the model trains on the GPU (training/gpu_build.py: copy branch, then semantic top; each
 #    stage has a time budget) and writes gpu-model.safetensors + gpu-model.json to $OUT;
 # 3. then scripts/gpu_bench.sh: the CUDA tests and benchmarks/bench_gpu.py (gpu.json to $OUT).
@@ -22,16 +22,7 @@ say() { echo "== $(date +%T) $*"; }
 say "start"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || say "no nvidia-smi"
 
-(
-    if compgen -G ".whl/*.whl" >/dev/null; then
-        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-            --target /tmp/site .whl/*.whl || echo "installing the carried wheels failed"
-    fi
-    if compgen -G ".whl/hnswlib-*.tar.gz" >/dev/null; then
-        timeout 240 python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir \
-            --target /tmp/site .whl/hnswlib-*.tar.gz || echo "hnswlib did not build"
-    fi
-) >"$OUT/wheels.log" 2>&1 &
+bash scripts/gpu_install.sh >"$OUT/wheels.log" 2>&1 &
 wheels=$!
 
 (
@@ -60,6 +51,5 @@ say "training exit ${PIPESTATUS[0]}"
 
 wait $wheels; say "wheels: $(tail -n 2 "$OUT/wheels.log" | tr '\n' ' ')"
 wait $photos; say "photos: $(tail -n 3 "$OUT/photos.log" | tr '\n' ' ')"
-[ -d /tmp/site ] && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 GPU_BENCH_TOTAL=${BENCH_S:-200} bash scripts/gpu_bench.sh --train-steps 60
 say "done"

@@ -1,19 +1,18 @@
 """Pack the model recipe's training photos for a lent GPU machine (``../shared`` does not
 travel there; at most 64 MiB does, the working tree included).
 
-    .venv/bin/python scripts/make_gpu_pack.py            # → .pack/caltech-train.pt (~36 MB)
+    .venv/bin/python scripts/make_gpu_pack.py            # → .pack/caltech-train.pt (38.5 MB)
 
 Each photo of the recipe's training and held-out classes (``training.build.training_folders``:
 Caltech-101 train classes minus ``Faces``) squashed to ``--side``² — the engine squashes the
 whole frame too — and stored as JPEG bytes, with its class and whether its class is held out.
 ``training/gpu_build.py`` decodes the pack once into one uint8 tensor on the GPU. The pack is
-built data, not source: ``.pack/`` is kept out of git through ``.git/info/exclude``.
+built data, not source: ``.pack/`` is in ``.gitignore``.
 """
 from __future__ import annotations
 
 import argparse
 import io
-import subprocess
 import sys
 from pathlib import Path
 
@@ -56,13 +55,6 @@ def main() -> int:
     args = parser.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    exclude = subprocess.run(["git", "rev-parse", "--git-path", "info/exclude"], cwd=ROOT,
-                             capture_output=True, text=True).stdout.strip()
-    if exclude:
-        path = ROOT / exclude
-        lines = path.read_text().splitlines() if path.exists() else []
-        if "/.pack/" not in lines:
-            path.write_text("\n".join([*lines, "/.pack/"]) + "\n")
     data = pack(ModelRecipe.from_file(args.recipe), Path(args.dataset), args.side, args.quality)
     torch.save(data, out)
     held = int(data["held_out"].sum())

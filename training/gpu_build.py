@@ -306,7 +306,6 @@ class HeldOutCheck:
         with torch.no_grad():
             self.queries = torch.cat([jpeg(aug(self.originals[s:s + 256], dgen))
                                       for s in range(0, len(self.originals), 256)])
-        self.jpeg_note = jpeg.broken
         self.family_queries, self.family_source, self.family_names = family_copies(
             self.originals, recipe.check_family_copies, recipe.eval_size, recipe.seed)
 
@@ -470,7 +469,6 @@ def train_semantic(net: EmbeddingNet, images: torch.Tensor, labels: torch.Tensor
     members = [m for m in members if len(m) >= 2]
     n_cls = len(members)
     group_labels = torch.arange(n_cls, device=device).repeat_interleave(2)
-    batch_labels = torch.cat([group_labels + g * n_cls for g in range(recipe.semantic_groups)])
 
     def step_loss(step: int):
         rows = []
@@ -487,7 +485,6 @@ def train_semantic(net: EmbeddingNet, images: torch.Tensor, labels: torch.Tensor
         loss = sum(loss_fn(emb[g], group_labels) for g in range(recipe.semantic_groups)) / recipe.semantic_groups
         return loss, len(v)
 
-    del batch_labels
     trainable = [net.heads["semantic"], net.trunk]
     return _run_stage("semantic", net, semantic_parameters(net, recipe), step_loss, check.semantic_score,
                       "map@r", recipe.semantic_seconds, recipe.semantic_warmup, recipe, trainable, log_fn)
