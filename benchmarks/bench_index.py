@@ -24,22 +24,27 @@ For every size and every (M, ef_construction) of the grid, through ``engine.inde
     kernel allows it; the vectors' temporary copies in ``add`` show here);
   * per ef: recall@10 of ``--queries`` (1,000) single-vector k=10 queries against exact numpy
     search (queries are library members, so each one's own vector counts, as in ``Library``),
+    through ``Library.similar``'s path: 2k + 10 candidates from the index, re-ranked by exact
+    cosine with the float vectors (the index alone, ranking by its 8-bit codes, is shown too);
     their latency p50/p99 (each timed with perf_counter), the same queries straight through
-    hnswlib (the wrapper's own cost is the difference) and batched throughput;
+    faiss (the wrapper's own cost is the difference) and batched throughput. The index
+    stores 8-bit codes, so recall here is against exact search over the float vectors;
   * the recommended setting: of each (M, ef_construction)'s first ef to reach recall@10 >=
     0.98, the fastest (p50).
 
 With the recommended setting (reloaded from its file, timed): the full duplicate grouping,
-k-NN of every vector (k = ``--group-k``, 32 as ``Library``) then ``engine.grouping.
-group_neighbours`` at ``--threshold`` (the copy head's near threshold is ~0.80), with how many
+k-NN of every vector (k = ``--group-k``, 32 as ``Library``), the exact rescoring of those
+neighbours with the float vectors (``engine.grouping.rescore_neighbours``, as ``Library``
+does), then ``engine.grouping.group_neighbours`` at ``--threshold`` (the copy head's near
+threshold is ~0.80), with how many
 planted near-duplicate pairs it recovered. Then bytes per photo: index file bytes / n, and
-the catalog's, measured by inserting ``--catalog-rows`` photos (a files row and one float32
-embedding per head) into an ``engine.catalog.Catalog``; the issue's target is index + catalog
-<= 2 KB per photo, with one index per head. Also the per-vector cost of ``VectorIndex.add``'s
-Python slot check, which at 1M runs once per new id.
+the catalog's, measured by inserting ``--catalog-rows`` photos (a files row and one
+embedding per head, which the catalog stores as 8-bit codes and a scale) into an
+``engine.catalog.Catalog``; the issue's target is index + catalog <= 2 KB per photo, with one
+index per head.
 
-``--threads`` sets hnswlib's threads for add and batched queries (hnswlib's own default is
-every core, which is what the app gets); numpy follows OMP_NUM_THREADS. Results print as
+``--threads`` sets faiss's OpenMP threads for add and batched queries (its default is every
+core, which is what the app gets); numpy follows OMP_NUM_THREADS. Results print as
 markdown tables and go to ``bench-results/index.json``. Numbers compare only on one idle
 machine (the load average is printed). Nothing here is asserted in tests;
 tests/engine/test_bench_index.py checks the vector generator and the recall function.
@@ -65,7 +70,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine.catalog import Catalog  # noqa: E402
-from engine.grouping import group_neighbours  # noqa: E402
+from engine.grouping import group_neighbours, rescore_neighbours  # noqa: E402
 from engine.index import VectorIndex  # noqa: E402
 
 PROFILES = {"quick": {"sizes": [100_000], "M": [16, 32], "efc": [200], "ef": [32, 64, 128, 256]},
@@ -289,8 +294,10 @@ def _mb(value: int | None) -> float | None:
 
 # ---- the index ------------------------------------------------------------------------------
 def set_threads(index: VectorIndex, threads: int) -> None:
-    """VectorIndex has no thread setting; hnswlib's default is every core."""
-    index._index.set_num_threads(threads)  # noqa: SLF001 (benchmark-only reach-in)
+    """VectorIndex has no thread setting; faiss's (OpenMP's) default is every core."""
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
 
 
 def build_index(vectors: np.ndarray, M: int, efc: int, threads: int,
@@ -316,7 +323,7 @@ def save_index(index: VectorIndex, path: Path, n: int) -> dict:
     started = time.perf_counter()
     index.save(path)
     seconds = time.perf_counter() - started
-    size = path.stat().st_size + Path(str(path) + ".json").stat().st_size
+    size = path.stat().st_size
     return {"save_s": seconds, "file_mb": size / 2**20, "bytes_per_vector": size / n}
 
 
@@ -334,17 +341,44 @@ def _time_single(search, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
     return seconds, labels
 
 
+def _raw_search(index: VectorIndex, ef: int):
+    """faiss's own search at ``ef``, without the wrapper (benchmark-only reach-in)."""
+    import faiss
+
+    params = faiss.SearchParametersHNSW()
+    params.efSearch = max(ef, K)
+    return lambda rows, k: index._index.search(rows, k, params=params)[::-1]  # noqa: SLF001
+
+
+def candidates(k: int) -> int:
+    """How many neighbours the library asks the index for to return k (``Library.similar``)."""
+    return 2 * k + 10
+
+
+def rescored_search(index: VectorIndex, vectors: np.ndarray):
+    """``Library.similar``'s path: the index's candidates, re-ranked by exact cosine with the
+    float vectors (the catalog's, there)."""
+    def search(rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        labels, _ = index.query(rows, min(candidates(k), len(index)))
+        exact = np.einsum("nd,nkd->nk", rows, vectors[labels])
+        top = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(labels, top, 1), np.take_along_axis(exact, top, 1)
+    return search
+
+
 def measure_ef(index: VectorIndex, ef: int, queries: np.ndarray, truth: np.ndarray,
-               batch: np.ndarray) -> dict:
+               batch: np.ndarray, vectors: np.ndarray) -> dict:
     index.ef = ef
-    seconds, labels = _time_single(index.query, queries, K)
-    raw, _ = _time_single(index._index.knn_query, queries, K)  # noqa: SLF001 (wrapper cost)
+    seconds, labels = _time_single(rescored_search(index, vectors), queries, K)
+    _, codes_only = _time_single(index.query, queries, K)
+    raw, _ = _time_single(_raw_search(index, ef), queries, K)  # the wrapper's own cost
     started = time.perf_counter()
-    index.query(batch, K)
+    rescored_search(index, vectors)(batch, K)
     batch_s = time.perf_counter() - started
     ms = lambda values, q: float(np.percentile(values, q) * 1000)  # noqa: E731
-    return {"ef": ef, "recall": recall_at_k(labels, truth, K), "p50_ms": ms(seconds, 50),
-            "p99_ms": ms(seconds, 99), "hnswlib_p50_ms": ms(raw, 50),
+    return {"ef": ef, "recall": recall_at_k(labels, truth, K),
+            "recall_codes_only": recall_at_k(codes_only, truth, K), "p50_ms": ms(seconds, 50),
+            "p99_ms": ms(seconds, 99), "faiss_p50_ms": ms(raw, 50),
             "batch_qps": len(batch) / batch_s}
 
 
@@ -353,7 +387,7 @@ def sweep_config(vectors, M, efc, queries, truth, batch, path: Path, args) -> tu
     index, build = build_index(vectors, M, efc, args.threads)
     build.update(save_index(index, path, len(vectors)))
     print(f"  built M={M} ef_construction={efc} in {build['build_s']:.1f} s", file=sys.stderr, flush=True)
-    rows = [{"M": M, "ef_construction": efc, **measure_ef(index, ef, queries, truth, batch)}
+    rows = [{"M": M, "ef_construction": efc, **measure_ef(index, ef, queries, truth, batch, vectors)}
             for ef in args.ef]
     reached = [r for r in rows if r["recall"] >= TARGET_RECALL]
     if reached:
@@ -401,10 +435,14 @@ def measure_grouping(path: Path, ef: int, vectors: np.ndarray, dup_group: np.nda
     nids, nsims = index.query(vectors, min(args.group_k, len(vectors)))
     knn_s = time.perf_counter() - started
     started = time.perf_counter()
+    nsims = rescore_neighbours(ids, vectors, nids, nsims)
+    rescore_s = time.perf_counter() - started
+    started = time.perf_counter()
     groups = group_neighbours(ids, vectors, nids, nsims, args.threshold)
     group_s = time.perf_counter() - started
-    return {"load_s": load_s, "knn_s": knn_s, "k": nids.shape[1], "group_s": group_s,
-            "total_s": knn_s + group_s, "threshold": args.threshold, "groups": len(groups),
+    return {"load_s": load_s, "knn_s": knn_s, "k": nids.shape[1], "rescore_s": rescore_s,
+            "group_s": group_s, "total_s": knn_s + rescore_s + group_s,
+            "threshold": args.threshold, "groups": len(groups),
             "grouped_photos": sum(map(len, groups)), **planted_recovery(groups, dup_group)}
 
 
@@ -436,17 +474,7 @@ def measure_catalog(rows: int, dim: int, seed: int = 0) -> dict:
         catalog.close()
         size = _catalog_bytes(folder) - empty
     return {"rows": rows, "dim": dim, "heads": len(HEADS), "bytes_per_photo": size / rows,
-            "embedding_bytes_per_photo": len(HEADS) * dim * 2, "insert_rows_per_s": rows / insert_s}
-
-
-def add_slot_check_us(dim: int, count: int = 20_000) -> float:
-    """Microseconds per new id spent in ``VectorIndex.add``'s Python slot check (for a new
-    label hnswlib's ``unmark_deleted`` raises "Label not found", caught in Python)."""
-    index = VectorIndex(dim)
-    started = time.perf_counter()
-    for label in range(count):
-        index._has_slot(label)  # noqa: SLF001 (benchmark-only reach-in)
-    return (time.perf_counter() - started) / count * 1e6
+            "embedding_bytes_per_photo": len(HEADS) * (dim + 4), "insert_rows_per_s": rows / insert_s}
 
 
 # ---- one size -------------------------------------------------------------------------------
@@ -496,13 +524,14 @@ def print_builds(result: dict) -> None:
 
 
 def print_queries(result: dict) -> None:
-    print(f"\n| M | ef_construction | ef | recall@{K} | p50 ms | p99 ms | hnswlib p50 ms "
-          f"| batch queries/s | |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print(f"\n| M | ef_construction | ef | recall@{K} (rescored) | recall@{K} (codes only) | p50 ms "
+          f"| p99 ms | faiss p50 ms | batch queries/s | |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in result["rows"]:
         mark = f"first ≥ {TARGET_RECALL}" if r.get("first_to_target") else ""
-        print(f"| {r['M']} | {r['ef_construction']} | {r['ef']} | {r['recall']:.4f} | {r['p50_ms']:.3f} "
-              f"| {r['p99_ms']:.3f} | {r['hnswlib_p50_ms']:.3f} | {r['batch_qps']:,.0f} | {mark} |")
+        print(f"| {r['M']} | {r['ef_construction']} | {r['ef']} | {r['recall']:.4f} "
+              f"| {r['recall_codes_only']:.4f} | {r['p50_ms']:.3f} "
+              f"| {r['p99_ms']:.3f} | {r['faiss_p50_ms']:.3f} | {r['batch_qps']:,.0f} | {mark} |")
     best = result["recommended"]
     verdict = "reaches" if best["recall"] >= TARGET_RECALL else "NO setting reaches; best recall"
     print(f"\n**Recommended ({result['n']:,}): M={best['M']}, ef_construction="
@@ -513,10 +542,11 @@ def print_queries(result: dict) -> None:
 def print_grouping(result: dict) -> None:
     g, best = result["grouping"], result["recommended"]
     print(f"\n| grouping {result['n']:,} (M={best['M']}, ef={best['ef']}) | load s | k-NN s (k={g['k']}) "
-          f"| group_neighbours s | total s | groups | photos grouped | planted pairs found "
-          f"| pure groups |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| threshold {g['threshold']} | {g['load_s']:.2f} | {g['knn_s']:.2f} | {g['group_s']:.2f} "
+          f"| exact rescoring s | group_neighbours s | total s | groups | photos grouped "
+          f"| planted pairs found | pure groups |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| threshold {g['threshold']} | {g['load_s']:.2f} | {g['knn_s']:.2f} "
+          f"| {g.get('rescore_s', 0.0):.2f} | {g['group_s']:.2f} "
           f"| {g['total_s']:.2f} | {g['groups']:,} | {g['grouped_photos']:,} "
           f"| {_fmt(g['pair_recall'] and 100 * g['pair_recall'], '.1f')} % "
           f"| {_fmt(g['pure_groups'] and 100 * g['pure_groups'], '.1f')} % |")
@@ -533,14 +563,15 @@ def print_bytes(results: list[dict], catalog: dict) -> None:
         r["total_bytes_per_photo"] = total
         print(f"| {r['dataset']} | {r['n']:,} | {index:,.0f} | {catalog['bytes_per_photo']:,.0f} "
               f"| {total:,.0f} | {TARGET_BYTES:,} | {'yes' if total <= TARGET_BYTES else 'no'} |")
-    print(f"\nThe float16 embeddings alone take {catalog['embedding_bytes_per_photo']:,} bytes per "
-          f"photo in the catalog, and each index stores its head's vector again.")
+    print(f"\nThe embeddings alone take {catalog['embedding_bytes_per_photo']:,} bytes per "
+          f"photo in the catalog (8-bit codes and a scale per head), and each index stores its "
+          f"head's codes again.")
 
 
 # ---- main -----------------------------------------------------------------------------------
 def machine_info(args) -> dict:
     return {"machine": platform.processor() or platform.machine(), "system": platform.platform(),
-            "cpus": os.cpu_count(), "hnswlib_threads": args.threads,
+            "cpus": os.cpu_count(), "faiss_threads": args.threads,
             "omp_threads": os.environ.get("OMP_NUM_THREADS"), "python": platform.python_version(),
             "numpy": np.__version__,
             "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
@@ -565,7 +596,7 @@ def parse_args(argv=None):
     parser.add_argument("--group-k", type=int, default=32, help="neighbours per photo when grouping")
     parser.add_argument("--threshold", type=float, default=0.80, help="near-duplicate cosine")
     parser.add_argument("--catalog-rows", type=int, default=10_000)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="hnswlib threads")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="faiss (OpenMP) threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", help="folder for index files (default: a temporary one)")
     parser.add_argument("--out", default=str(ROOT / "bench-results/index.json"))
@@ -593,17 +624,13 @@ def main(argv=None) -> int:
         print_grouping(result)
     catalog = measure_catalog(args.catalog_rows, results[0]["dim"], args.seed)
     print_bytes(results, catalog)
-    slot_us = add_slot_check_us(results[0]["dim"])
-    print(f"\nVectorIndex.add Python slot check: {slot_us:.1f} µs per new id "
-          f"(~{slot_us:.0f} s per million, on top of hnswlib's own insert).")
     info = machine_info(args)
-    print(f"\nMachine: {info['machine']}, {info['cpus']} CPUs, hnswlib threads {args.threads}, "
+    print(f"\nMachine: {info['machine']}, {info['cpus']} CPUs, faiss threads {args.threads}, "
           f"load average {info['load_average']} (other work on the cores skews every number)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": info, "profile": args.profile, "args": vars(args),
-                               "results": results, "catalog": catalog,
-                               "add_slot_check_us": slot_us}, indent=1))
+                               "results": results, "catalog": catalog}, indent=1))
     print(f"Results: {out}")
     return 0
 

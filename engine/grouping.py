@@ -60,6 +60,28 @@ def pairwise_min(vectors: np.ndarray) -> float:
     return float(sims.min())
 
 
+def rescore_neighbours(ids: np.ndarray, vectors: np.ndarray, neighbour_ids: np.ndarray,
+                       neighbour_sims: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """Exact cosines of each row's neighbours, from ``vectors`` (L2-normalised rows aligned
+    with ``ids``), for k-NN lists whose similarities are approximate (the index scores 8-bit
+    codes, within about ±0.004). Neighbours not in ``ids`` (padding, items gone since) keep the
+    score given. Works ``chunk`` rows at a time: the gathered (chunk, k, d) block stays small."""
+    ids = np.asarray(ids, dtype=np.int64)
+    neighbour_ids = np.asarray(neighbour_ids, dtype=np.int64)
+    out = np.array(neighbour_sims, dtype=np.float32, copy=True)
+    if ids.shape[0] == 0 or out.size == 0:
+        return out
+    order = np.argsort(ids, kind="stable")
+    pos = np.clip(np.searchsorted(ids[order], neighbour_ids), 0, ids.shape[0] - 1)
+    known = ids[order][pos] == neighbour_ids
+    rows = order[pos]
+    for start in range(0, ids.shape[0], chunk):
+        part = slice(start, start + chunk)
+        exact = np.einsum("nd,nkd->nk", vectors[part], vectors[rows[part]])
+        out[part] = np.where(known[part], exact, out[part])
+    return out
+
+
 def _candidate_edges(ids: np.ndarray, neighbour_ids: np.ndarray, neighbour_sims: np.ndarray,
                      threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unique row pairs ``(i, j)`` with similarity >= threshold, in merge order.

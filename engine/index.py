@@ -1,7 +1,20 @@
-"""``VectorIndex``: one hnswlib cosine index per (model id, head), labelled by catalog file ids.
+"""``VectorIndex``: one approximate nearest-neighbour index per (model id, head), labelled by
+catalog file ids: a faiss HNSW graph over 8-bit scalar-quantised vectors.
 
-It owns a reader-writer lock (hnswlib's add_items and knn_query must never overlap), grows its
-capacity, and saves atomically beside a JSON side file holding what hnswlib does not (dim, ef...).
+8 bits per component (one uniform range, [-1, 1], which holds every component of an
+L2-normalised vector, so nothing is trained on the library and no later photo is clipped):
+a 256-d vector takes 256 bytes instead of hnswlib's 1,024, and the whole entry (codes, graph
+links, label) about 410 bytes at M = 16. The scores it returns are the inner product of the
+float query with the decoded vector, within about ±0.004 of the exact cosine; callers that
+need exact scores (the library's grouping and find-similar) rescore the candidates with the
+catalog's vectors.
+
+faiss's HNSW cannot delete, so the index keeps a label per stored position (-1 once removed or
+replaced), searches through a bitmap of live positions, and rebuilds itself from its own codes
+(lossless: a decoded vector re-encodes to the same codes) once the dead outnumber the live.
+It owns a reader-writer lock (adds and searches must never overlap) and saves atomically: one
+file (a header with the metadata, the labels, then faiss's own serialisation) written to a
+synced temporary and renamed.
 """
 from __future__ import annotations
 
@@ -16,22 +29,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-import hnswlib
+import faiss
 import numpy as np
 
 from engine.errors import VectorIndexError
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # format 1 was hnswlib's file plus a JSON side file (its files end in .hnsw)
+_MAGIC = b"LOOKALIKE-INDEX\n"
+_LENGTH = struct.Struct("<Q")
 _SPACE = "cosine"
-# hnswlib's file header: offsetLevel0, max_elements, cur_element_count, size_data_per_element,
-# label_offset, offsetData, maxlevel, enterpoint, maxM, maxM0, M, mult, ef_construction.
-_HEADER = struct.Struct("<QQQQQQiIQQQdQ")
-_NOT_CONTIGUOUS = "contiguous 2D array"  # hnswlib: fewer than k results were reachable
-_DELETED_BYTE, _DELETE_MARK = 2, 0x01  # hnswlib marks a deleted item in its level-0 record
+_QUANTISER = "8bit-uniform[-1,1]"
 _BRUTE_CHUNK = 8192
-_INT_KEYS = ("dim", "M", "ef_construction", "ef", "capacity", "count")
+_COMPACT_MIN_DEAD = 256  # fewer dead entries than this are never worth a rebuild
+_INT_KEYS = ("dim", "M", "ef_construction", "ef", "count", "stored")
 _TEMP_SUFFIX = ".tmp"
 _TEMP_MAX_AGE_S = 24 * 3600  # where a writer's pid cannot be checked
 
@@ -77,8 +89,22 @@ class _RWLock:
                 self._cond.notify_all()
 
 
+def _new_faiss(dim: int, M: int, ef_construction: int) -> faiss.IndexHNSWSQ:
+    index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit_uniform, M, faiss.METRIC_INNER_PRODUCT)
+    index.train(np.stack([np.full(dim, -1.0, np.float32), np.ones(dim, np.float32)]))  # the range
+    index.hnsw.efConstruction = ef_construction
+    return index
+
+
+def _unit(data: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), so inner product is cosine."""
+    norms = np.linalg.norm(data, axis=1, keepdims=True)
+    return np.ascontiguousarray(data / np.maximum(norms, 1e-30), dtype=np.float32)
+
+
 class VectorIndex:
-    """Approximate nearest neighbours by cosine similarity over L2-normalised vectors."""
+    """Approximate nearest neighbours by cosine similarity (vectors are L2-normalised on the
+    way in and stored with 8 bits per component)."""
 
     def __init__(self, dim: int, *, model_id: str = "", head: str = "", M: int = 16,
                  ef_construction: int = 200, ef: int = 64, initial_capacity: int = 1024):
@@ -86,80 +112,90 @@ class VectorIndex:
             raise VectorIndexError(
                 f"invalid index parameters: dim={dim}, M={M}, ef_construction={ef_construction}, "
                 f"ef={ef}, initial_capacity={initial_capacity}")
-        index = hnswlib.Index(space=_SPACE, dim=dim)
-        index.init_index(max_elements=initial_capacity, ef_construction=ef_construction, M=M,
-                         allow_replace_deleted=True)
-        self._setup(index, model_id, head, ef, set(), set())
+        self._setup(_new_faiss(dim, M, ef_construction), model_id, head, ef,
+                    np.full(initial_capacity, -1, np.int64))
 
-    def _setup(self, index: hnswlib.Index, model_id: str, head: str, ef: int,
-               live: set[int], deleted: set[int]) -> None:
-        index.set_ef(ef)
+    def _setup(self, index: faiss.IndexHNSWSQ, model_id: str, head: str, ef: int,
+               labels: np.ndarray) -> None:
+        """``labels``: a buffer whose first ``index.ntotal`` entries are the label stored at each
+        position (-1: removed or replaced)."""
         self._index = index
         self._model_id = model_id
         self._head = head
         self._ef = ef
-        self._live = live
-        # Labels marked deleted whose slot may still exist (a later insert can reuse it).
-        # Only these need hnswlib's slow unmark attempt when an id comes back; a new id is
-        # recognised by two set lookups (7 µs → < 0.1 µs per id at a million photos).
-        self._deleted = deleted
+        self._labels = labels
+        stored = labels[:index.ntotal]
+        live = np.nonzero(stored >= 0)[0]
+        self._where: dict[int, int] = dict(zip(stored[live].tolist(), live.tolist()))  # label → position
+        self._selector: tuple | None = None  # (bitmap, faiss selector) of the live positions
         self._lock = _RWLock()
 
     @classmethod
     def load(cls, path: str | Path) -> "VectorIndex":
-        """Load ``path`` and its side file ``path + ".json"``; ``ef`` is re-applied."""
+        """Load an index written by ``save``; every part is checked against the header."""
         path = Path(path)
-        meta = _read_meta(_side_path(path))
-        live = _live_labels(path, _read_header(path, meta))
-        if len(live) != meta["count"]:
-            raise VectorIndexError(f"{path}: holds {len(live)} live items but the side file "
-                                   f"says {meta['count']}")
-        index = hnswlib.Index(space=_SPACE, dim=meta["dim"])
         try:
-            index.load_index(str(path), max_elements=0, allow_replace_deleted=True)
-        except (RuntimeError, MemoryError) as exc:
+            with open(path, "rb") as fh:
+                meta = _read_header(path, fh)
+                raw = fh.read(8 * meta["stored"])
+                if len(raw) != 8 * meta["stored"]:
+                    raise VectorIndexError(f"{path}: index file is truncated (labels)")
+                labels = np.frombuffer(raw, dtype="<i8").astype(np.int64)
+                index = faiss.read_index(faiss.PyCallbackIOReader(fh.read))
+        except VectorIndexError:
+            raise
+        except FileNotFoundError:
+            raise VectorIndexError(f"{path}: index file is missing") from None
+        except (OSError, RuntimeError, ValueError, MemoryError) as exc:
             raise VectorIndexError(f"{path}: cannot load index: {exc}") from exc
+        _check_loaded(path, meta, labels, index)
+        buffer = np.full(max(len(labels), 1024), -1, np.int64)
+        buffer[:len(labels)] = labels
         loaded = cls.__new__(cls)
-        deleted = set(map(int, index.get_ids_list())) - live
-        loaded._setup(index, meta["model_id"], meta["head"], meta["ef"], live, deleted)
-        log.info("loaded %s: %d items, dim %d", path, len(live), meta["dim"])
+        loaded._setup(index, meta["model_id"], meta["head"], meta["ef"], buffer)
+        log.info("loaded %s: %d items, dim %d", path, len(loaded), meta["dim"])
         return loaded
 
     def save(self, path: str | Path) -> None:
-        """Write the index, then its side file, each through a synced temporary and a rename."""
+        """Write header, labels and faiss's serialisation to a synced temporary, then rename."""
         path = Path(path)
-        side = _side_path(path)
-        temps: list[Path] = []
-        with self._lock.write():
+        temp: Path | None = None
+        with self._lock.read():  # saving reads only: queries may go on meanwhile
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                temps = [_temp_path(path), _temp_path(side)]
-                self._index.save_index(str(temps[0]))
-                if temps[0].stat().st_size < _HEADER.size:
-                    raise OSError("hnswlib wrote no index data")
-                _fsync_file(temps[0])
-                temps[1].write_text(json.dumps(self._meta(), indent=2), encoding="utf-8")
-                _fsync_file(temps[1])
-                os.replace(temps[0], path)
-                os.replace(temps[1], side)
+                temp = _temp_path(path)
+                meta = json.dumps(self._meta()).encode("utf-8")
+                with open(temp, "wb") as fh:
+                    fh.write(_MAGIC + _LENGTH.pack(len(meta)) + meta)
+                    fh.write(self._labels[:self._index.ntotal].astype("<i8").tobytes())
+                    faiss.write_index(self._index, faiss.PyCallbackIOWriter(fh.write))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(temp, path)
                 _fsync_dir(path.parent)
             except (OSError, RuntimeError) as exc:
                 raise VectorIndexError(f"{path}: cannot save index: {exc}") from exc
             finally:
-                for temp in temps:
+                if temp is not None:
                     temp.unlink(missing_ok=True)
-        log.info("saved %s: %d items", path, len(self._live))
+        log.info("saved %s: %d items", path, len(self._where))
 
     def _meta(self) -> dict:
-        return {"format": FORMAT, "dim": self.dim, "space": _SPACE, "model_id": self._model_id,
-                "head": self._head, "M": self.M, "ef_construction": self._index.ef_construction,
-                "ef": self._ef, "capacity": self._index.max_elements, "count": len(self._live)}
+        return {"format": FORMAT, "dim": self.dim, "space": _SPACE, "quantiser": _QUANTISER,
+                "model_id": self._model_id, "head": self._head, "M": self.M,
+                "ef_construction": self.ef_construction, "ef": self._ef,
+                "count": len(self._where), "stored": int(self._index.ntotal)}
 
-    dim = property(lambda self: self._index.dim, doc="Length of the vectors.")
+    dim = property(lambda self: int(self._index.d), doc="Length of the vectors.")
     model_id = property(lambda self: self._model_id, doc="Model that made the vectors.")
     head = property(lambda self: self._head, doc="Model head that made the vectors.")
-    M = property(lambda self: self._index.M, doc="hnswlib's graph degree.")
-    capacity = property(lambda self: self._index.max_elements, doc="Slots before a resize.")
+    M = property(lambda self: int(self._index.hnsw.nb_neighbors(1)), doc="HNSW graph degree.")
+    ef_construction = property(lambda self: int(self._index.hnsw.efConstruction),
+                               doc="Candidate list length while inserting.")
+    capacity = property(lambda self: len(self._labels),
+                        doc="Stored positions before the label buffer grows.")
+    stored = property(lambda self: int(self._index.ntotal),
+                      doc="Entries in the graph, removed and replaced ones included.")
 
     @property
     def ef(self) -> int:
@@ -170,62 +206,76 @@ class VectorIndex:
         if value < 1:
             raise VectorIndexError(f"ef must be at least 1, got {value}")
         with self._lock.write():
-            self._index.set_ef(value)
             self._ef = value
 
     def __len__(self) -> int:
-        return len(self._live)
+        return len(self._where)
 
     def ids(self) -> set[int]:
         with self._lock.read():
-            return set(self._live)
+            return set(self._where)
 
     def __contains__(self, file_id: object) -> bool:
-        return isinstance(file_id, (int, np.integer)) and int(file_id) in self._live
+        return isinstance(file_id, (int, np.integer)) and int(file_id) in self._where
 
     def add(self, ids: Sequence[int], vectors: np.ndarray) -> None:
         """Insert or replace one vector per id (the last one wins when an id repeats)."""
         labels, data = self._check_batch(ids, vectors)
         if not len(labels):
             return
+        data = _unit(data)
         with self._lock.write():
-            fresh = np.array([not self._has_slot(label) for label in labels.tolist()], dtype=bool)
-            self._grow(int(fresh.sum()))
-            if fresh.any():  # new labels may reuse the slots of deleted ones
-                self._index.add_items(data[fresh], labels[fresh], replace_deleted=True)
-            if not fresh.all():  # live or just-undeleted labels: overwrite in place
-                self._index.add_items(data[~fresh], labels[~fresh])
-            self._live.update(labels.tolist())
+            start = int(self._index.ntotal)
+            self._reserve(start + len(labels))
+            self._index.add(data)
+            for label in labels.tolist():  # a replaced vector's old entry goes dead
+                old = self._where.get(label)
+                if old is not None:
+                    self._labels[old] = -1
+            self._labels[start:start + len(labels)] = labels
+            self._where.update(zip(labels.tolist(), range(start, start + len(labels))))
+            self._changed()
 
     def remove(self, ids: Iterable[int]) -> None:
         """Hide ids from queries and ``len``; ids not in the index are ignored."""
         with self._lock.write():
+            gone = 0
             for label in map(int, ids):
-                if label in self._live:
-                    self._index.mark_deleted(label)
-                    self._live.discard(label)
-                    self._deleted.add(label)
+                position = self._where.pop(label, None)
+                if position is not None:
+                    self._labels[position] = -1
+                    gone += 1
+            if gone:
+                self._changed()
 
-    def _has_slot(self, label: int) -> bool:
-        """Whether ``label`` has a slot; a deleted one is unmarked so it can be overwritten."""
-        if label in self._live:
-            return True
-        if label not in self._deleted:
-            return False
-        self._deleted.discard(label)
-        try:
-            self._index.unmark_deleted(label)
-        except RuntimeError:  # "Label not found": its slot was reused by another label
-            return False
-        return True
+    def _reserve(self, size: int) -> None:
+        if size > len(self._labels):
+            grown = np.full(max(2 * len(self._labels), size), -1, np.int64)
+            grown[:len(self._labels)] = self._labels
+            log.debug("index label buffer %d -> %d", len(self._labels), len(grown))
+            self._labels = grown
 
-    def _grow(self, extra: int) -> None:
-        needed = self._index.element_count + extra
-        capacity = self._index.max_elements
-        if needed > capacity:
-            new_capacity = max(2 * capacity, needed)
-            self._index.resize_index(new_capacity)
-            log.debug("index capacity %d -> %d", capacity, new_capacity)
+    def _changed(self) -> None:
+        """After a write: the live bitmap is stale; rebuild once the dead outnumber the live."""
+        self._selector = None
+        dead = int(self._index.ntotal) - len(self._where)
+        if dead >= _COMPACT_MIN_DEAD and dead > len(self._where):
+            self._compact()
+
+    def _compact(self) -> None:
+        """A fresh graph of the live entries only, from their own codes (re-encoding a decoded
+        vector gives the same codes back, so nothing is lost)."""
+        positions = np.sort(np.fromiter(self._where.values(), np.int64, len(self._where)))
+        labels = self._labels[positions]
+        fresh = _new_faiss(self.dim, self.M, self.ef_construction)
+        for start in range(0, len(positions), _BRUTE_CHUNK):
+            fresh.add(self._index.reconstruct_batch(positions[start:start + _BRUTE_CHUNK]))
+        log.debug("index compacted: %d entries -> %d", self._index.ntotal, len(positions))
+        buffer = np.full(len(self._labels), -1, np.int64)
+        buffer[:len(labels)] = labels
+        self._index, self._labels = fresh, buffer
+        self._where = dict(zip(labels.tolist(), range(len(labels))))
+        self._selector = None
 
     def _check_batch(self, ids: Sequence[int], vectors: np.ndarray,
                      ) -> tuple[np.ndarray, np.ndarray]:
@@ -252,61 +302,65 @@ class VectorIndex:
         return np.ascontiguousarray(data)
 
     def query(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Labels (int64) and similarities (float32, 1 - cosine distance), best first, both of
-        shape ``(n, min(k, len(self)))``. hnswlib itself searches with ``max(ef, k)``."""
+        """Labels (int64) and similarities (float32: the query's cosine with the stored,
+        8-bit vector), best first, both of shape ``(n, min(k, len(self)))``. The graph is
+        searched with ``max(ef, k)`` candidates; where fewer than k live items are reachable,
+        with more, then exhaustively."""
         data = self._check_vectors(vectors, "queries")
         if k < 0:
             raise VectorIndexError(f"k must not be negative, got {k}")
+        data = _unit(data)
         with self._lock.read():
-            kk = min(k, len(self._live))
+            kk = min(k, len(self._where))
             if kk == 0 or not len(data):
                 return _empty(len(data), kk)
-            result = self._knn(data, kk)
-        if result is not None:
-            return result
-        return self._query_exhaustively(data, k)
+            result = self._knn(data, kk, max(self._ef, kk))
+            return result if result is not None else self._query_exhaustively(data, kk)
 
-    def _knn(self, data: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """hnswlib's answer, or None when it could not reach k live items."""
-        try:
-            labels, distances = self._index.knn_query(data, k=k)
-        except RuntimeError as exc:
-            if _NOT_CONTIGUOUS not in str(exc):
-                raise VectorIndexError(f"query failed: {exc}") from exc
+    def _knn(self, data: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The graph's answer, or None when it could not reach k live items."""
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = ef
+        live = self._live_selector()  # held here: the selector points into its bitmap
+        if live is not None:
+            params.sel = live[1]
+        sims, positions = self._index.search(data, k, params=params)
+        if (positions < 0).any():
             return None
-        return labels.astype(np.int64), (1.0 - distances).astype(np.float32)
+        return self._labels[positions], sims.astype(np.float32, copy=False)
+
+    def _live_selector(self) -> tuple | None:
+        stored = int(self._index.ntotal)
+        if len(self._where) == stored:
+            return None
+        cached = self._selector
+        if cached is None:  # two readers may both build it: the same bitmap either way
+            bits = np.packbits(self._labels[:stored] >= 0, bitorder="little")
+            cached = (bits, faiss.IDSelectorBitmap(stored, faiss.swig_ptr(bits)))
+            self._selector = cached
+        return cached
 
     def _query_exhaustively(self, data: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Retry with ef doubled up to the element count, then exact search. Takes the write
-        lock because ef is shared by all searches."""
-        with self._lock.write():
-            kk = min(k, len(self._live))
-            if kk == 0:
-                return _empty(len(data), 0)
-            ef, total = max(self._ef, kk), self._index.element_count
-            try:
-                while ef < total:
-                    ef = min(2 * ef, total)
-                    self._index.set_ef(ef)
-                    result = self._knn(data, kk)
-                    if result is not None:
-                        log.debug("query needed ef=%d for k=%d", ef, kk)
-                        return result
-            finally:
-                self._index.set_ef(self._ef)
-            log.debug("exact search over %d live vectors for k=%d", len(self._live), kk)
-            return self._brute_force(data, kk)
+        """Retry with ef doubled up to the stored count, then exact search over the codes."""
+        ef, total = max(self._ef, k), int(self._index.ntotal)
+        while ef < total:
+            ef = min(2 * ef, total)
+            result = self._knn(data, k, ef)
+            if result is not None:
+                log.debug("query needed ef=%d for k=%d", ef, k)
+                return result
+        log.debug("exact search over %d live vectors for k=%d", len(self._where), k)
+        return self._brute_force(data, k)
 
     def _brute_force(self, data: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        queries = data / np.maximum(np.linalg.norm(data, axis=1, keepdims=True), 1e-30)
-        live = np.fromiter(self._live, dtype=np.int64, count=len(self._live))
+        positions = np.sort(np.fromiter(self._where.values(), np.int64, len(self._where)))
         best_labels = np.empty((len(data), 0), dtype=np.int64)
         best_sims = np.empty((len(data), 0), dtype=np.float32)
-        for start in range(0, len(live), _BRUTE_CHUNK):
-            chunk = live[start:start + _BRUTE_CHUNK]
-            stored = np.asarray(self._index.get_items(chunk), dtype=np.float32)
-            sims = np.concatenate([best_sims, queries @ stored.T], axis=1)
-            chunk_labels = np.broadcast_to(chunk, (len(data), len(chunk)))
+        for start in range(0, len(positions), _BRUTE_CHUNK):
+            chunk = positions[start:start + _BRUTE_CHUNK]
+            stored = self._index.reconstruct_batch(chunk)
+            sims = np.concatenate([best_sims, data @ stored.T], axis=1)
+            chunk_labels = np.broadcast_to(self._labels[chunk], (len(data), len(chunk)))
             labels = np.concatenate([best_labels, chunk_labels], axis=1)
             top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
             best_sims = np.take_along_axis(sims, top, axis=1)
@@ -314,89 +368,70 @@ class VectorIndex:
         return best_labels, best_sims.astype(np.float32)
 
     def vectors(self, ids: Iterable[int]) -> np.ndarray:
-        """The stored (L2-normalised) vectors, one row per id, in the order given."""
+        """The stored vectors as decoded from their 8-bit codes (unit length within about
+        0.5 %; what ``query`` scores against), one row per id, in the order given."""
         labels = [int(label) for label in ids]
         with self._lock.read():
-            missing = [label for label in labels if label not in self._live]
+            missing = [label for label in labels if label not in self._where]
             if missing:
                 raise VectorIndexError(f"ids not in the index: {missing[:10]}")
             if not labels:
                 return np.empty((0, self.dim), dtype=np.float32)
-            return np.asarray(self._index.get_items(labels), dtype=np.float32)
+            positions = np.array([self._where[label] for label in labels], np.int64)
+            return self._index.reconstruct_batch(positions)
 
 
 def _empty(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
     return np.empty((rows, cols), dtype=np.int64), np.empty((rows, cols), dtype=np.float32)
 
 
-def _side_path(path: Path) -> Path:
-    return path.with_name(path.name + ".json")
-
-
-def _read_meta(side: Path) -> dict:
+def _read_header(path: Path, fh) -> dict:
+    if fh.read(len(_MAGIC)) != _MAGIC:
+        raise VectorIndexError(f"{path}: not a format {FORMAT} Lookalike index (an older or "
+                               "foreign file; the library rebuilds it from the catalog)")
+    raw = fh.read(_LENGTH.size)
+    if len(raw) != _LENGTH.size:
+        raise VectorIndexError(f"{path}: index file is truncated (header)")
+    (length,) = _LENGTH.unpack(raw)
+    text = fh.read(min(length, 1 << 20))
+    if length > 1 << 20 or len(text) != length:
+        raise VectorIndexError(f"{path}: index header is truncated or too long ({length} bytes)")
     try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise VectorIndexError(f"{side}: side file is missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise VectorIndexError(f"{side}: cannot read side file: {exc}") from exc
+        meta = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise VectorIndexError(f"{path}: cannot read index header: {exc}") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise VectorIndexError(f"{side}: not a format {FORMAT} index side file")
-    if meta.get("space") != _SPACE:
-        raise VectorIndexError(f"{side}: space is {meta.get('space')!r}, expected {_SPACE!r}")
+        raise VectorIndexError(f"{path}: not a format {FORMAT} index header")
+    for key, want in (("space", _SPACE), ("quantiser", _QUANTISER)):
+        if meta.get(key) != want:
+            raise VectorIndexError(f"{path}: {key} is {meta.get(key)!r}, expected {want!r}")
     for key in _INT_KEYS:
         value = meta.get(key)
-        minimum = 0 if key == "count" else 1
+        minimum = 0 if key in ("count", "stored") else 1
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise VectorIndexError(f"{side}: {key!r} is missing or invalid: {value!r}")
+            raise VectorIndexError(f"{path}: {key!r} is missing or invalid: {value!r}")
     for key in ("model_id", "head"):
         if not isinstance(meta.get(key), str):
-            raise VectorIndexError(f"{side}: {key!r} is missing or not a string")
+            raise VectorIndexError(f"{path}: {key!r} is missing or not a string")
     return meta
 
 
-def _read_header(path: Path, meta: dict) -> dict:
-    """hnswlib's file header, checked against the side file (hnswlib ignores a dim mismatch)."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(_HEADER.size)
-    except FileNotFoundError:
-        raise VectorIndexError(f"{path}: index file is missing") from None
-    except OSError as exc:
-        raise VectorIndexError(f"{path}: cannot read index file: {exc}") from exc
-    if len(raw) < _HEADER.size:
-        raise VectorIndexError(f"{path}: index file is truncated")
-    fields = _HEADER.unpack(raw)
-    header = {"dim": (fields[4] - fields[5]) // 4, "capacity": fields[1], "M": fields[10],
-              "ef_construction": fields[12], "elements": fields[2], "record_size": fields[3],
-              "label_offset": fields[4]}
-    for key in ("dim", "capacity", "M", "ef_construction"):
-        if header[key] != meta[key]:
-            raise VectorIndexError(f"{path}: {key} is {header[key]} but the side file says "
-                                   f"{meta[key]}")
-    if fields[0] != 0 or header["label_offset"] + 8 > header["record_size"]:
-        raise VectorIndexError(f"{path}: unsupported hnswlib file layout")
-    return header
-
-
-def _live_labels(path: Path, header: dict) -> set[int]:
-    """Labels not marked deleted, read from the level-0 records that follow the header.
-
-    hnswlib's Python API lists deleted labels too and has no call that tells them apart.
-    """
-    count, size, at = header["elements"], header["record_size"], header["label_offset"]
-    if count == 0:
-        return set()
-    try:
-        records = np.memmap(path, dtype=np.uint8, mode="r", offset=_HEADER.size,
-                            shape=(count, size))
-        deleted = (records[:, _DELETED_BYTE] & _DELETE_MARK).astype(bool)
-        labels = np.ascontiguousarray(records[:, at:at + 8]).view("<u8").ravel()
-        del records
-    except (OSError, ValueError) as exc:
-        raise VectorIndexError(f"{path}: index file is truncated or unreadable: {exc}") from exc
-    return set(labels[~deleted].tolist())
-
+def _check_loaded(path: Path, meta: dict, labels: np.ndarray, index) -> None:
+    """The graph, the labels and the header must describe the same index."""
+    if not isinstance(index, faiss.IndexHNSWSQ) or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise VectorIndexError(f"{path}: holds a {type(index).__name__}, not an inner-product "
+                               "HNSW index over 8-bit codes")
+    found = {"dim": int(index.d), "stored": int(index.ntotal), "M": int(index.hnsw.nb_neighbors(1)),
+             "ef_construction": int(index.hnsw.efConstruction)}
+    for key, value in found.items():
+        if value != meta[key]:
+            raise VectorIndexError(f"{path}: {key} is {value} but the header says {meta[key]}")
+    live = labels[labels >= 0]
+    if len(live) != meta["count"]:
+        raise VectorIndexError(f"{path}: holds {len(live)} live items but the header says "
+                               f"{meta['count']}")
+    if len(np.unique(live)) != len(live) or (labels < -1).any():
+        raise VectorIndexError(f"{path}: its labels are corrupt (repeated or invalid)")
 
 def _temp_path(target: Path) -> Path:
     """``.<name>.<pid>.<random>.tmp``: the pid tells ``remove_stale_temps`` whether its writer

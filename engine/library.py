@@ -20,7 +20,7 @@ from engine.atomic import atomic_write
 from engine.catalog import Catalog, FileRecord, Problem
 from engine.embedding import Embedder
 from engine.errors import LookalikeError
-from engine.grouping import group_neighbours
+from engine.grouping import group_neighbours, rescore_neighbours
 from engine.feedback import FeedbackStore
 from engine.index import VectorIndex, remove_stale_temps
 from engine.ingest import Ingester
@@ -254,7 +254,7 @@ class Library:
     # ---- indexes --------------------------------------------------------------------------
     def _index_path(self, head: str) -> Path:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.model_id)
-        return self.folder / "index" / f"{safe}-{head}.hnsw"
+        return self.folder / "index" / f"{safe}-{head}.idx"
 
     def _stamp_key(self, head: str) -> str:
         return f"index_stamp:{self.model_id}:{head}"
@@ -307,7 +307,7 @@ class Library:
         rows = [i for i, h in enumerate(hashes) if h in reps]
         kept = [hashes[i] for i in rows]
         vectors = matrix[rows] if rows else np.zeros((0, self.embedder_dim(head)), np.float32)
-        if len(vectors):  # float16 storage leaves norms 1 ± 1e-3: exact unit cosines again
+        if len(vectors):  # 8-bit storage leaves norms 1 ± ~2e-3: exact unit cosines again
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         vectors.setflags(write=False)  # shared by callers: nobody may change it in place
         result = ([reps[h] for h in kept], kept, vectors)
@@ -330,8 +330,11 @@ class Library:
     def _save(self, head: str, index: VectorIndex, stamp: int) -> None:
         """Index file first, then the stamp saying which catalog content it holds: a crash in
         between leaves the old stamp, so the next open rebuilds instead of trusting it."""
-        index.save(self._index_path(head))
+        path = self._index_path(head)
+        index.save(path)
         self.catalog.set_meta(self._stamp_key(head), str(stamp))
+        for legacy in (path.with_suffix(".hnsw"), path.with_suffix(".hnsw.json")):
+            legacy.unlink(missing_ok=True)  # an earlier version's hnswlib index of this head
 
     def _note_stamp(self) -> None:
         """Before the catalog changes: a saved index still stamped with this value at sync
@@ -405,7 +408,7 @@ class Library:
                 files = self.catalog.files()
             groups: list[list[int]] = []
             if len(ids) >= 2:
-                nids, nsims = self._neighbours(head, stamp, vectors)
+                nids, nsims = self._neighbours(head, stamp, ids, vectors)
                 nsims = _drop_dismissed(ids, hashes, nids, nsims, dismissed)
                 groups = group_neighbours(np.asarray(ids, np.int64), vectors, nids, nsims, threshold)
         hash_of = dict(zip(ids, hashes))
@@ -419,13 +422,17 @@ class Library:
         out += [self._group(files, None) for files in exact if files[0].content_hash not in covered]
         return sorted(out, key=lambda g: g.keep.path)
 
-    def _neighbours(self, head: str, stamp: int, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """k-NN of every distinct photo (``vectors``, read at content ``stamp``), cached until
-        the catalog or the index changes (so regrouping at another threshold is instant)."""
+    def _neighbours(self, head: str, stamp: int, ids: list[int],
+                    vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """k-NN of every distinct photo (``ids`` and ``vectors``, read at content ``stamp``),
+        scored exactly with the catalog's vectors (the index's 8-bit codes only pick them),
+        cached until the catalog or the index changes (so regrouping at another threshold is
+        instant)."""
         with self._lock:
             key = (head, stamp, len(vectors))
             if self._knn_cache.get("key") != key:
                 nids, nsims = self._index(head).query(vectors, min(NEIGHBOURS, len(vectors)))
+                nsims = rescore_neighbours(np.asarray(ids, np.int64), vectors, nids, nsims)
                 self._knn_cache = {"key": key, "value": (nids, nsims)}
             nids, nsims = self._knn_cache["value"]
             return nids, nsims.copy()
@@ -528,14 +535,21 @@ class Library:
             vector = self.embedder.embed_files([path], head=head)[0]
         with self._lock:  # labels and the catalog rows they name are read together
             index = self._index(head)
-            labels, sims = index.query(vector[None, :], min(k + 1, len(index)))
+            # more candidates than asked for: the index ranks by 8-bit codes, the catalog's
+            # vectors re-rank them exactly
+            labels, sims = index.query(vector[None, :], min(2 * k + 10, len(index)))
             with self.catalog.snapshot():
                 by_id = self.catalog.files_by_ids(int(i) for i in labels[0] if i >= 0)
                 copies = {f.content_hash: self.catalog.files_with_hash(f.content_hash)
                           for f in by_id.values()}
+                stored = {h: self.catalog.get_embedding(h, self.model_id, head) for h in copies}
+        query = vector / max(float(np.linalg.norm(vector)), 1e-12)
         matches: dict[str, Match] = {}
         for label, sim in zip(labels[0].tolist(), sims[0].tolist()):
             found = by_id.get(label)  # None: the file left the catalog since the last sync
+            exact = stored.get(found.content_hash) if found else None
+            if exact is not None:
+                sim = float(query @ exact) / max(float(np.linalg.norm(exact)), 1e-12)
             for f in copies[found.content_hash] if found else ():
                 if f.path != path and f.path not in matches:
                     matches[f.path] = Match(f, round(max(-1.0, min(1.0, sim)), 4))

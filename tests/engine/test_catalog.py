@@ -8,7 +8,9 @@ import threading
 import numpy as np
 import pytest
 
-from engine.catalog import SCHEMA_VERSION, Catalog, FileRecord, Problem
+import engine.catalog as catalog_module
+from engine.catalog import (SCHEMA_VERSION, Catalog, FileRecord, Problem, decode_vector,
+                            encode_vector)
 from engine.errors import CatalogError
 
 ROOT = os.path.join(os.sep, "lib", "photos")
@@ -35,7 +37,7 @@ def test_fresh_database_reaches_current_version_in_wal_mode(tmp_path):
     db = tmp_path / "new" / "catalog.db"
     with Catalog(db) as cat:
         assert cat.path == db and db.exists()
-        assert cat.schema_version == SCHEMA_VERSION == 4
+        assert cat.schema_version == SCHEMA_VERSION == 5
         assert cat.count_files() == 0
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -63,7 +65,7 @@ def test_v1_database_is_migrated_with_rows_kept(tmp_path):
     conn.commit()
     conn.close()
     with Catalog(db) as cat:
-        assert cat.schema_version == 4
+        assert cat.schema_version == SCHEMA_VERSION
         assert cat.files() == [FileRecord(7, "/x/a.jpg", 123, 456, "abc", 640, 480, "JPEG",
                                           None, None)]
         assert cat.problems() == [Problem("/x/b.txt", "not-image", "b.txt is not an image")]
@@ -132,33 +134,156 @@ def test_sweep_removes_only_unseen_files_under_root(cat):
     assert cat.sweep([os.path.join(os.sep, "lib", "%")], scan + 100) == []
 
 
-def test_embedding_round_trip_is_float16_exact(cat):
+def unit_rows(n: int, dim: int, seed: int) -> np.ndarray:
+    rows = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def int8(vec: np.ndarray) -> np.ndarray:
+    """What the catalog gives back for ``vec``."""
+    return decode_vector(encode_vector(vec), len(vec))
+
+
+def test_int8_encoding_layout_and_cosine_error():
+    vec = np.array([0.5, -1.0, 0.25, 0.0, 1e-4], np.float32)
+    blob = encode_vector(vec)
+    assert len(blob) == 4 + 5
+    assert np.frombuffer(blob[:4], "<f4")[0] == np.float32(1.0) / np.float32(127)
+    assert list(np.frombuffer(blob[4:], np.int8)) == [64, -127, 32, 0, 0]
+    got = decode_vector(blob, 5)
+    assert got.dtype == np.float32 and got[1] == -1.0
+    assert np.abs(got - vec).max() <= 1.0 / 127 / 2 + 1e-7  # half a step at most
+
+    vectors = unit_rows(1000, 256, seed=0)
+    decoded = np.stack([int8(v) for v in vectors])
+    unit = decoded / np.linalg.norm(decoded, axis=1, keepdims=True)
+    own_loss = float((1 - (vectors * unit).sum(1)).max())  # measured ≈ 5e-5
+    assert own_loss < 2e-4
+    near = vectors + 0.3 * unit_rows(1000, 256, seed=1)  # cos ≈ 0.96 to ``vectors``
+    near /= np.linalg.norm(near, axis=1, keepdims=True)
+    near_decoded = np.stack([int8(v) for v in near])
+    near_decoded /= np.linalg.norm(near_decoded, axis=1, keepdims=True)
+    near_error = np.abs((unit * near_decoded).sum(1) - (vectors * near).sum(1)).max()
+    assert near_error < 2e-3  # measured ≈ 7e-4
+    pair_error = np.abs(unit @ unit.T - vectors @ vectors.T)  # unrelated pairs, cos ≈ 0
+    assert pair_error.std() < 1e-3 and pair_error.max() < 5e-3  # measured ≈ 4e-4, 3e-3
+
+
+def test_int8_encoding_of_zero_and_bad_input():
+    blob = encode_vector(np.zeros(6, np.float32))
+    assert blob == bytes(4 + 6)  # scale 0.0, codes 0
+    assert np.array_equal(decode_vector(blob, 6), np.zeros(6, np.float32))
+    assert decode_vector(encode_vector(np.zeros(0, np.float32)), 0).shape == (0,)
+    tiny = np.full(3, 1e-45, np.float32)  # a scale that underflows to 0 stores zeros too
+    assert np.array_equal(int8(tiny), np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        encode_vector(np.array([1.0, np.nan], np.float32))
+    with pytest.raises(ValueError, match="one-dimensional"):
+        encode_vector(np.ones((2, 2), np.float32))
+    with pytest.raises(ValueError, match="expected 10"):
+        decode_vector(bytes(12), 6)
+
+
+def test_embedding_round_trip_is_int8_exact(cat):
     add(cat, p("a.jpg"), "h1")
     vec = np.random.default_rng(0).standard_normal(17).astype(np.float32)
-    half = vec.astype(np.float16).astype(np.float32)
     assert cat.get_embedding("h1", "m", "copy") is None
     cat.put_embedding("h1", "m", "copy", vec)
     got = cat.get_embedding("h1", "m", "copy")
-    assert got.dtype == np.float32 and np.array_equal(got, half)  # stored as float16
+    assert got.dtype == np.float32 and np.array_equal(got, int8(vec))
+    stored = cat._conn.execute("SELECT dim, vector FROM embeddings").fetchall()
+    assert stored == [(17, encode_vector(vec))]  # 4 + 17 bytes
     cat.put_embedding("h1", "m", "copy", vec * 2)  # upsert replaces
-    assert np.array_equal(cat.get_embedding("h1", "m", "copy"), (vec * 2).astype(np.float16).astype(np.float32))
+    assert np.array_equal(cat.get_embedding("h1", "m", "copy"), int8(vec * 2))
     assert cat.get_embedding("h1", "other-model", "copy") is None
     unit = vec / np.linalg.norm(vec)
     cat.put_embedding("h1", "m", "copy", unit)
     assert abs(float(cat.get_embedding("h1", "m", "copy") @ unit) - 1) < 1e-3
+    with pytest.raises(ValueError):
+        cat.put_embedding("h1", "m", "copy", np.ones((2, 2), np.float32))
 
 
-def test_float32_rows_of_earlier_versions_are_still_read(cat):
+def test_unreadable_blob_is_a_catalog_error(cat):
     add(cat, p("a.jpg"), "h1")
-    add(cat, p("b.jpg"), "h2")
-    old = np.random.default_rng(3).standard_normal(8).astype(np.float32)
-    with cat.transaction():  # as version ≤ 4 wrote it: float32 bytes
-        cat._conn.execute("INSERT INTO embeddings VALUES ('h1', 'm', 'copy', 8, ?)", (old.tobytes(),))
-    cat.put_embedding("h2", "m", "copy", old * 3)
-    assert np.array_equal(cat.get_embedding("h1", "m", "copy"), old)
-    hashes, matrix = cat.embeddings("m", "copy")
-    assert hashes == ["h1", "h2"] and np.array_equal(matrix[0], old)
-    assert np.allclose(matrix[1], old * 3, rtol=1e-3)
+    with cat.transaction():  # float32 bytes in a schema-5 catalog: not migrated, not read
+        cat._conn.execute("INSERT INTO embeddings VALUES ('h1', 'm', 'copy', 8, ?)",
+                          (np.ones(8, np.float32).tobytes(),))
+    with pytest.raises(CatalogError, match="h1") as info:
+        cat.get_embedding("h1", "m", "copy")
+    assert str(cat.path) in str(info.value)
+    with pytest.raises(CatalogError, match="h1"):
+        cat.embeddings("m", "copy")
+
+
+def v4_catalog(db, monkeypatch, rows: list[tuple]) -> None:
+    """A catalog as schema 4 left it (built by the real migrations 1-4), holding ``rows`` of
+    (content_hash, head, dim, blob) for model "m", each with a file."""
+    with monkeypatch.context() as patch:
+        patch.setattr(catalog_module, "SCHEMA_VERSION", 4)
+        patch.setattr(catalog_module, "_MIGRATIONS", catalog_module._MIGRATIONS[:4])
+        with Catalog(db) as old:
+            assert old.schema_version == 4
+            for i, content_hash in enumerate(sorted({r[0] for r in rows})):
+                add(old, p(f"{i}.jpg"), content_hash)
+            with old.transaction():
+                old._conn.executemany("INSERT INTO embeddings VALUES (?, 'm', ?, ?, ?)", rows)
+                old.record_decision([rows[0][0], "other"], "duplicate")
+
+
+def test_v4_float16_and_float32_rows_migrate_to_int8_without_rowid(tmp_path, monkeypatch):
+    db = tmp_path / "v4.db"
+    vectors = unit_rows(6, 256, seed=5)
+    rows = [(f"h{i}", head, 256, vectors[i].astype(np.float16 if i % 2 else np.float32).tobytes())
+            for i in range(3) for head in ("copy", "similar")]
+    rows.append(("h9", "copy", 256, bytes(512)))  # a float16 zero vector
+    v4_catalog(db, monkeypatch, rows)
+    conn = sqlite3.connect(db)
+    assert "WITHOUT ROWID" not in conn.execute(
+        "SELECT sql FROM sqlite_master WHERE name = 'embeddings'").fetchone()[0]
+    conn.close()
+
+    with Catalog(db) as cat:
+        assert cat.schema_version == 5
+        for content_hash, head, dim, blob in rows:
+            old = np.frombuffer(blob, np.float16 if len(blob) == 2 * dim else np.float32)
+            got = cat.get_embedding(content_hash, "m", head)
+            assert np.array_equal(got, int8(old.astype(np.float32)))
+            if old.any():
+                assert float(got @ old) / float(np.linalg.norm(got)) > 1 - 2e-4
+        hashes, matrix = cat.embeddings("m", "copy")
+        assert hashes == ["h0", "h1", "h2", "h9"] and not matrix[3].any()
+        assert cat.hashes_with_embedding("m", ["copy", "similar"]) == {"h0", "h1", "h2"}
+        assert cat.decisions() == {("h0", "other")}  # the rest of the catalog is untouched
+        cat.put_embedding("h0", "m", "copy", vectors[5])  # the new table takes upserts
+        assert np.array_equal(cat.get_embedding("h0", "m", "copy"), int8(vectors[5]))
+        assert len(cat._conn.execute("SELECT * FROM embeddings").fetchall()) == len(rows)
+    conn = sqlite3.connect(db)
+    sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'embeddings'").fetchone()[0]
+    assert sql.rstrip().upper().endswith("WITHOUT ROWID")
+    assert "PRIMARY KEY (content_hash, model_id, head)" in sql
+    # no separate primary-key index (a rowid table has sqlite_autoindex_embeddings_1 here)
+    assert conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'"
+                        " AND tbl_name = 'embeddings'").fetchall() == []
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'embeddings_new'"
+                        ).fetchall() == []
+    conn.close()
+
+
+def test_v4_blob_of_wrong_length_stops_the_migration(tmp_path, monkeypatch):
+    db = tmp_path / "v4.db"
+    good = np.ones(8, np.float16).tobytes()
+    v4_catalog(db, monkeypatch, [("good", "copy", 8, good), ("bad123", "copy", 8, bytes(20))])
+    with pytest.raises(CatalogError, match="bad123") as info:
+        Catalog(db)
+    message = str(info.value)
+    assert str(db) in message and "20 bytes" in message and "16" in message and "32" in message
+    conn = sqlite3.connect(db)  # rolled back: still schema 4, every row as it was
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
+    assert sorted(conn.execute("SELECT content_hash, vector FROM embeddings")) == [
+        ("bad123", bytes(20)), ("good", good)]
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'embeddings_new'"
+                        ).fetchall() == []
+    conn.close()
 
 
 def test_embeddings_matrix_aligned_with_hashes(cat):
@@ -173,8 +298,10 @@ def test_embeddings_matrix_aligned_with_hashes(cat):
     hashes, matrix = cat.embeddings("m", "copy")
     assert sorted(hashes) == ["a", "b", "c"]  # the orphan has no file
     assert matrix.shape == (3, 8) and matrix.dtype == np.float32
-    for h, row in zip(hashes, matrix):  # stored as float16
-        assert np.array_equal(row, vectors[h].astype(np.float16).astype(np.float32))
+    for h, row in zip(hashes, matrix):  # the one-read path gives what get_embedding gives
+        assert np.array_equal(row, int8(vectors[h]))
+        assert np.array_equal(row, cat.get_embedding(h, "m", "copy"))
+    assert not cat.embeddings("m", "similar")[1].any()
 
 
 def test_hashes_with_embedding_needs_every_head(cat):

@@ -229,8 +229,10 @@ def check(lib_dir: Path, bundle: Path, at_least: int) -> tuple[int, int, list[st
                 continue
             hashes, matrix = lib.catalog.embeddings(lib.model_id, head)
             rows = [reps[h] for h in hashes]
-            # the catalog keeps float16; the index holds them renormalised (norms 1 ± 1e-3)
-            if rows and not np.allclose(index.vectors(rows), matrix, atol=2e-3):
+            # the catalog keeps 8-bit codes with a scale (norms 1 ± ~2e-3), the index the
+            # renormalised vectors in 8-bit codes over [-1, 1] (each component within 1/255)
+            unit = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+            if rows and not np.allclose(index.vectors(rows), unit, atol=1 / 255 + 2e-3):
                 problems.append(f"{head} index holds outdated vectors")
     return files, temporaries(lib_dir), problems
 
@@ -312,9 +314,9 @@ def test_sigkill_at_random_points_never_loses_finished_work(tmp_path):
 def test_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    names = {"dead": f".x-copy.hnsw.{dead}.ab12cd.tmp", "alive": f".x-copy.hnsw.{os.getpid()}.ef34gh.tmp",
-             "old": ".x-copy.hnsw.ij56kl.tmp", "new": ".x-copy.hnsw.json.mn78op.tmp",
-             "index": "x-copy.hnsw"}
+    names = {"dead": f".x-copy.idx.{dead}.ab12cd.tmp", "alive": f".x-copy.idx.{os.getpid()}.ef34gh.tmp",
+             "old": ".x-copy.idx.ij56kl.tmp", "new": ".x-copy.idx.mn78op.tmp",
+             "index": "x-copy.idx"}
     for name in names.values():
         (tmp_path / name).write_bytes(b"partial")
     day_ago = time.time() - 2 * 24 * 3600

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.grouping import group_neighbours, pairwise_min
+from engine.grouping import group_neighbours, pairwise_min, rescore_neighbours
 
 
 def _normalise(v: np.ndarray) -> np.ndarray:
@@ -151,3 +151,20 @@ def test_groups_are_tight_disjoint_and_order_free(sizes, noise, threshold, max_s
     shuffled = group_neighbours(ids[perm], vectors[perm], nb_ids[perm], nb_sims[perm],
                                 threshold, max_group_size=max_size)
     assert shuffled == groups
+
+
+def test_rescore_neighbours_gives_exact_cosines_and_keeps_unknown_labels():
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((50, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(100, 150)[::-1].copy()  # labels in no particular order
+    nids = np.stack([ids[(np.arange(50) + s) % 50] for s in (1, 2, 3)], axis=1)
+    nids[0, 2] = 999  # gone from the library: keeps the index's score
+    approx = np.full(nids.shape, 0.5, np.float32)
+    out = rescore_neighbours(ids, vectors, nids, approx, chunk=7)
+    row_of = {int(label): row for row, label in enumerate(ids)}
+    for r in range(50):
+        for c in range(3):
+            want = 0.5 if nids[r, c] == 999 else float(vectors[r] @ vectors[row_of[int(nids[r, c])]])
+            assert out[r, c] == pytest.approx(want, abs=1e-6)
+    assert approx[0, 0] == 0.5  # the input is not changed

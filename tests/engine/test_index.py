@@ -1,8 +1,12 @@
-"""VectorIndex against brute force, plus growth, deletion, persistence and concurrency."""
+"""VectorIndex against brute force, plus growth, deletion, persistence and concurrency.
+
+The index stores 8-bit codes: scores are within ``QUANT`` of the exact cosine and exactly the
+query's inner product with ``vectors()`` (the decoded codes)."""
 from __future__ import annotations
 
 import json
 import re
+import struct
 import threading
 
 import numpy as np
@@ -12,6 +16,8 @@ from engine.errors import VectorIndexError
 from engine.index import VectorIndex
 
 DIM = 64
+QUANT = 0.01  # |score - exact cosine| with 8-bit codes over [-1, 1] (typically ~0.002)
+CODE = 1 / 255  # |decoded - original| per component
 
 
 def unit_vectors(n: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
@@ -44,12 +50,14 @@ def test_recall_and_similarities_match_brute_force(big):
     assert recall >= 0.95, recall
     assert labels.dtype == np.int64 and sims.dtype == np.float32
     exact = np.einsum("nd,nkd->nk", queries, data[labels])
-    np.testing.assert_allclose(sims, exact, atol=1e-4)
+    np.testing.assert_allclose(sims, exact, atol=QUANT)
+    decoded = np.einsum("nd,nkd->nk", queries, index.vectors(labels.ravel()).reshape(*labels.shape, DIM))
+    np.testing.assert_allclose(sims, decoded, atol=1e-5)
     assert (np.diff(sims, axis=1) <= 1e-6).all()
     labels, sims = index.query(data[:50], k=1)
     assert (labels[:, 0] == np.arange(50)).all()
-    np.testing.assert_allclose(sims[:, 0], 1.0, atol=1e-4)
-    np.testing.assert_allclose(index.vectors([3, 7]), data[[3, 7]], atol=1e-5)
+    np.testing.assert_allclose(sims[:, 0], 1.0, atol=QUANT)
+    np.testing.assert_allclose(index.vectors([3, 7]), data[[3, 7]], atol=CODE)
 
 
 def test_capacity_grows_past_initial_capacity():
@@ -81,36 +89,38 @@ def test_remove_readd_and_replace():
     index.add([1], data[1:2])
     assert len(index) == 48 and 1 in index
     labels, sims = index.query(data[1:2], k=1)
-    assert labels[0, 0] == 1 and sims[0, 0] == pytest.approx(1.0, abs=1e-4)
+    assert labels[0, 0] == 1 and sims[0, 0] == pytest.approx(1.0, abs=QUANT)
     new = unit_vectors(1, seed=9)
     index.add([7], new)  # replace a live id
     assert len(index) == 48
-    np.testing.assert_allclose(index.vectors([7]), new, atol=1e-5)
+    np.testing.assert_allclose(index.vectors([7]), new, atol=CODE)
     labels, sims = index.query(new, k=1)
-    assert labels[0, 0] == 7 and sims[0, 0] == pytest.approx(1.0, abs=1e-4)
+    assert labels[0, 0] == 7 and sims[0, 0] == pytest.approx(1.0, abs=QUANT)
+    labels, sims = index.query(data[7:8], k=48)  # the old vector is gone
+    assert (labels[0] == 7).sum() == 1 and sims[0][labels[0] == 7][0] < 0.9
 
 
-def test_new_ids_reuse_deleted_slots_without_losing_items():
+def test_new_ids_after_removals_keep_every_item():
     index, data = build(20, initial_capacity=20)
     index.remove(range(10))
     extra = unit_vectors(15, seed=5)
     index.add(range(100, 115), extra)
     assert index.ids() == set(range(10, 20)) | set(range(100, 115))
     np.testing.assert_allclose(index.vectors([100, 114, 10]),
-                               np.vstack([extra[[0, 14]], data[10:11]]), atol=1e-5)
+                               np.vstack([extra[[0, 14]], data[10:11]]), atol=CODE)
 
 
 @pytest.mark.parametrize("reload", [False, True])
-def test_deleted_ids_whose_slots_were_reused_come_back_as_new_items(tmp_path, reload):
+def test_removed_ids_come_back_as_new_items(tmp_path, reload):
     index, data = build(20, initial_capacity=20)
     index.remove(range(10))
-    index.add(range(100, 105), unit_vectors(5, seed=5))  # reuses five deleted slots
+    index.add(range(100, 105), unit_vectors(5, seed=5))
     if reload:
-        index.save(tmp_path / "i.hnsw")
-        index = VectorIndex.load(tmp_path / "i.hnsw")
-    index.add(range(10), data[:10])  # some slots were reused, some only marked deleted
+        index.save(tmp_path / "i.idx")
+        index = VectorIndex.load(tmp_path / "i.idx")
+    index.add(range(10), data[:10])
     assert index.ids() == set(range(20)) | set(range(100, 105))
-    np.testing.assert_allclose(index.vectors(range(10)), data[:10], atol=1e-5)
+    np.testing.assert_allclose(index.vectors(range(10)), data[:10], atol=CODE)
     labels, _ = index.query(data[:10], k=1)
     assert labels[:, 0].tolist() == list(range(10))
 
@@ -127,8 +137,22 @@ def test_heavy_deletion_still_answers_with_live_ids_only():
     assert labels.shape == (1, 25) and set(labels[0]) == live
 
 
+def test_compaction_drops_dead_entries_and_keeps_the_codes(tmp_path):
+    index, data = build(600)
+    before = index.vectors(range(300))
+    index.remove(range(300, 550))  # 250 dead: not yet worth a rebuild
+    assert index.stored == 600
+    index.add(range(300), data[:300])  # replacing 300 more: 550 dead > 350 live
+    assert index.stored == len(index) == 350 and index.ids() == set(range(300)) | set(range(550, 600))
+    np.testing.assert_array_equal(index.vectors(range(300)), before)  # re-encoded losslessly
+    labels, _ = index.query(data[550:560], k=1)
+    assert labels[:, 0].tolist() == list(range(550, 560))
+    index.save(tmp_path / "c.idx")
+    assert VectorIndex.load(tmp_path / "c.idx").ids() == index.ids()
+
+
 def test_unreachable_items_fall_back_to_exact_search():
-    # Churn on a sparse graph leaves items hnswlib cannot reach: the query must still answer.
+    # Churn on a sparse graph leaves items the search cannot reach: the query must still answer.
     rng = np.random.default_rng(7)
     index = VectorIndex(16, M=4, ef_construction=10, ef=10, initial_capacity=300)
     index.add(range(300), unit_vectors(300, 16, seed=8))
@@ -147,31 +171,32 @@ def test_unreachable_items_fall_back_to_exact_search():
 
 
 class _NeedsLargeEf:
-    """Wraps the hnswlib index: knn_query fails, as hnswlib does, until ef reaches 256."""
+    """Wraps the faiss index: a search pads with -1, as faiss does when it cannot reach k
+    items, until efSearch reaches 256."""
 
     def __init__(self, real):
         self.real = real
+        self.efs: list[int] = []
 
     def __getattr__(self, name):
         return getattr(self.real, name)
 
-    def knn_query(self, data, k):
-        if self.real.ef < 256:
-            raise RuntimeError("Cannot return the results in a contiguous 2D array. "
-                               "Probably ef or M is too small")
-        return self.real.knn_query(data, k=k)
+    def search(self, data, k, params):
+        self.efs.append(params.efSearch)
+        sims, positions = self.real.search(data, k, params=params)
+        if params.efSearch < 256:
+            positions[:, -1] = -1
+        return sims, positions
 
 
-def test_query_retries_with_larger_ef_then_restores_it():
+def test_query_retries_with_larger_ef_without_changing_it():
     index, data = build(500)
     real = index._index
-    index._index = _NeedsLargeEf(real)
+    index._index = wrapped = _NeedsLargeEf(real)
     labels, sims = index.query(data[:5], k=10)
-    assert index.ef == 64 and real.ef == 64
-    # what the same graph answers at ef 256 (a second index, built in parallel threads, has
-    # another graph and may rank a neighbour differently)
+    assert index.ef == 64 and wrapped.efs == [64, 128, 256]
     index._index = real
-    real.set_ef(256)
+    index.ef = 256  # what the same graph answers at ef 256
     expected = index.query(data[:5], k=10)
     np.testing.assert_array_equal(labels, expected[0])
     np.testing.assert_allclose(sims, expected[1], atol=1e-6)
@@ -190,15 +215,14 @@ def test_bad_shapes_values_and_ids_are_refused(bad):
 
 def test_save_load_round_trip(tmp_path):
     index, _ = build(300, model_id="test-model", head="copy", ef=80)
-    path = tmp_path / "index" / "test-model-copy.hnsw"
+    index.remove([4])
+    path = tmp_path / "index" / "test-model-copy.idx"
     index.save(path)
-    index.save(path)  # over an existing pair
-    meta = json.loads((tmp_path / "index" / "test-model-copy.hnsw.json").read_text())
-    assert meta["ef"] == 80 and meta["count"] == 300 and meta["dim"] == DIM
-    assert sorted(p.name for p in path.parent.iterdir()) == [path.name, path.name + ".json"]
+    index.save(path)  # over an existing file
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
     loaded = VectorIndex.load(path)
-    assert (loaded.dim, loaded.model_id, loaded.head, loaded.M, loaded.ef) == (
-        DIM, "test-model", "copy", 16, 80)
+    assert (loaded.dim, loaded.model_id, loaded.head, loaded.M, loaded.ef, loaded.ef_construction,
+            len(loaded)) == (DIM, "test-model", "copy", 16, 80, 200, 299)
     queries = unit_vectors(20, seed=2)
     for got, expected in zip(loaded.query(queries, k=10), index.query(queries, k=10)):
         np.testing.assert_array_equal(got, expected)
@@ -207,51 +231,70 @@ def test_save_load_round_trip(tmp_path):
 def test_failed_save_raises_and_leaves_no_temporaries(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(VectorIndexError, match="cannot save"):
-        build(5)[0].save(tmp_path / "file" / "x.hnsw")
+        build(5)[0].save(tmp_path / "file" / "x.idx")
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
 
 
 def test_load_keeps_deletions(tmp_path):
     index, data = build(40)
     index.remove([0, 5, 39])
-    index.save(tmp_path / "a.hnsw")
-    loaded = VectorIndex.load(tmp_path / "a.hnsw")
+    index.save(tmp_path / "a.idx")
+    loaded = VectorIndex.load(tmp_path / "a.idx")
     assert loaded.ids() == set(range(40)) - {0, 5, 39}
     loaded.add([5], data[5:6])
     assert 5 in loaded and len(loaded) == 38
 
 
-def test_load_missing_files_raise_with_path(tmp_path):
-    path = tmp_path / "none.hnsw"
-    with pytest.raises(VectorIndexError, match="none.hnsw.json"):
-        VectorIndex.load(path)
-    index, _ = build(10)
-    index.save(path)
-    path.unlink()
+def test_load_missing_file_raises_with_path(tmp_path):
+    path = tmp_path / "none.idx"
     with pytest.raises(VectorIndexError, match=re.escape(str(path))):
         VectorIndex.load(path)
 
 
-def _edit_side(key, value):
-    return ".json", lambda text: json.dumps({**json.loads(text), key: value})
+def _parts(raw: bytes) -> tuple[bytes, dict, bytes]:
+    magic = b"LOOKALIKE-INDEX\n"
+    (length,) = struct.unpack("<Q", raw[len(magic):len(magic) + 8])
+    start = len(magic) + 8
+    return magic, json.loads(raw[start:start + length]), raw[start + length:]
 
 
-@pytest.mark.parametrize("suffix, edit", [
-    (".json", lambda text: text[: len(text) // 2]),
-    _edit_side("dim", DIM * 2),
-    _edit_side("space", "l2"),
-    _edit_side("count", 10),  # the deleted item counted as live
-    ("", lambda text: text[:40]),
-], ids=["corrupt-json", "dim-mismatch", "wrong-space", "count-mismatch", "truncated-index"])
-def test_load_inconsistent_files_raise_with_path(tmp_path, suffix, edit):
-    path = tmp_path / "m-h.hnsw"
+def _with_header(**changes):
+    def edit(raw: bytes) -> bytes:
+        magic, meta, rest = _parts(raw)
+        text = json.dumps({**meta, **changes}).encode()
+        return magic + struct.pack("<Q", len(text)) + text + rest
+    return edit
+
+
+@pytest.mark.parametrize("edit", [
+    lambda raw: raw[:30],
+    lambda raw: b"\x00" * 8 + raw[8:],  # e.g. an hnswlib file of an earlier version
+    _with_header(dim=DIM * 2),
+    _with_header(space="l2"),
+    _with_header(count=10),  # the removed item counted as live
+    _with_header(stored=11),
+    _with_header(model_id=3),
+    lambda raw: raw[:-100],
+], ids=["truncated-header", "foreign-file", "dim-mismatch", "wrong-space", "count-mismatch",
+        "stored-mismatch", "bad-model-id", "truncated-graph"])
+def test_load_inconsistent_files_raise_with_path(tmp_path, edit):
+    path = tmp_path / "m-h.idx"
     index, _ = build(10)
     index.remove([3])
     index.save(path)
-    target = tmp_path / f"m-h.hnsw{suffix}"
-    target.write_bytes(edit(target.read_bytes().decode("latin-1")).encode("latin-1"))
+    path.write_bytes(edit(path.read_bytes()))
     with pytest.raises(VectorIndexError, match=re.escape(str(path))):
         VectorIndex.load(path)
+
+
+def test_bytes_per_entry_are_those_of_8_bit_codes(tmp_path):
+    # 256 bytes of codes + about 2·M·4 bytes of level-0 links + label and bookkeeping; hnswlib
+    # needed 4·256 bytes of float32 on top of the links
+    index = VectorIndex(256)
+    index.add(range(2000), unit_vectors(2000, 256))
+    index.save(tmp_path / "b.idx")
+    per_entry = (tmp_path / "b.idx").stat().st_size / 2000
+    assert 256 + 2 * 16 * 4 <= per_entry < 450, per_entry
 
 
 def test_concurrent_readers_and_writer():

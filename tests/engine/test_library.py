@@ -37,7 +37,7 @@ def test_unchanged_rescan_reads_no_vectors_and_rewrites_no_index(tmp_path, embed
     with Library(tmp_path / "lib", embedder=embedder) as first:
         first.scan([photos])
         groups = first.duplicates("near")
-    index_files = sorted((tmp_path / "lib" / "index").glob("*.hnsw"))
+    index_files = sorted((tmp_path / "lib" / "index").glob("*.idx"))
     stamps = [f.stat().st_mtime_ns for f in index_files]
     with Library(tmp_path / "lib", embedder=embedder) as again:  # as after an app restart
         reads = []
@@ -47,6 +47,19 @@ def test_unchanged_rescan_reads_no_vectors_and_rewrites_no_index(tmp_path, embed
         assert report.unchanged == 4 and reads == []
         assert [f.stat().st_mtime_ns for f in index_files] == stamps
         assert again.duplicates("near") == groups  # the saved index is loaded when asked
+
+
+def test_an_earlier_versions_hnswlib_index_is_replaced(tmp_path, embedder, photos):
+    with Library(tmp_path / "lib", embedder=embedder) as first:
+        first.scan([photos])
+        current = first._index_path("copy")
+    legacy = [current.with_suffix(".hnsw"), current.with_suffix(".hnsw.json")]
+    current.unlink()  # as left by a version that kept hnswlib files
+    for path in legacy:
+        path.write_bytes(b"an old index")
+    with Library(tmp_path / "lib", embedder=embedder) as again:
+        assert again.duplicates("near") is not None  # rebuilt from the catalog
+    assert current.exists() and not any(p.exists() for p in legacy)
 
 
 def test_modified_file_is_re_embedded_and_keeps_its_id(lib, photos):
