@@ -162,6 +162,7 @@ class StandInEmbedder:
 
     model_id = property(lambda self: self.bundle.model_id)
     heads = property(lambda self: self.bundle.heads)
+    stored_heads = property(lambda self: self.bundle.stored_heads)
     input_size = property(lambda self: self.bundle.input_size)
 
     def dim(self, head: str) -> int:

@@ -505,6 +505,14 @@ class Catalog:
         return [h for h, _, _ in rows], matrix
 
     @_guarded
+    def drop_embeddings(self, model_id: str, head: str) -> int:
+        """Delete every vector of one model's head; returns how many. The content stamp does
+        not move: only a head no index is built from may be dropped (``Library`` drops heads
+        that duplicate another)."""
+        return self._write("DELETE FROM embeddings WHERE model_id = ? AND head = ?",
+                           (model_id, head)).rowcount
+
+    @_guarded
     def hashes_with_embedding(self, model_id: str, heads: Iterable[str]) -> set[str]:
         heads = sorted(set(heads))
         if not heads:

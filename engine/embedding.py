@@ -89,6 +89,11 @@ class Embedder:
         return self.bundle.heads
 
     @property
+    def stored_heads(self) -> list[str]:
+        """The heads a library stores (identical heads once: ``ModelBundle.storage_head``)."""
+        return self.bundle.stored_heads
+
+    @property
     def input_size(self) -> int:
         return self.bundle.input_size
 

@@ -45,7 +45,7 @@ class Ingester:
         self.catalog = catalog
         self.embedder = embedder
         self.scan_id = scan_id
-        self.known = catalog.hashes_with_embedding(embedder.model_id, embedder.heads)
+        self.known = catalog.hashes_with_embedding(embedder.model_id, embedder.stored_heads)
         self.stats = IngestStats()
 
     def run(self, entries: list[FileEntry], progress: ProgressCallback) -> IngestStats:
@@ -98,7 +98,8 @@ class Ingester:
         for _, photo in batch:
             if photo.content_hash not in self.known and (photo.image is not None or photo.jpeg is not None):
                 fresh.setdefault(photo.content_hash, photo)
-        vectors, errors = self.embedder.embed_photos(list(fresh.values())) if fresh else ({}, {})
+        vectors, errors = (self.embedder.embed_photos(list(fresh.values()), self.embedder.stored_heads)
+                           if fresh else ({}, {}))
         if errors:  # pixels the device's decoder and Pillow both refused: problems, not rows
             bad = {list(fresh)[i] for i in errors}
             for error in errors.values():

@@ -115,6 +115,19 @@ class Library:
         self._writing = threading.Lock()      # one scan or forget at a time
         self._noted_stamp: int | None = None  # content stamp before the running change
         remove_stale_temps(self.folder / "index")
+        self._forget_duplicate_heads()
+
+    def _forget_duplicate_heads(self) -> None:
+        """Vectors and index files an earlier version kept for a head identical to another
+        (``ModelBundle.storage_head``): the same vector twice, now stored once."""
+        for head in set(self.bundle.heads) - set(self.bundle.stored_heads):
+            dropped = self.catalog.drop_embeddings(self.model_id, head)
+            path = self._index_path(head)
+            for old in (path, path.with_suffix(".hnsw"), path.with_suffix(".hnsw.json")):
+                old.unlink(missing_ok=True)
+            if dropped:
+                log.info("dropped %d %s vectors of %s: the same as its %s vectors", dropped, head,
+                         self.model_id, self.bundle.storage_head(head))
 
     def active_model_name(self) -> str | None:
         """The model this library uses when none is named: one activated by learning from
@@ -135,6 +148,7 @@ class Library:
             self.bundle, self._embedder = bundle, None
             self._drop_indexes()
             self._wanted_cache.clear()
+            self._forget_duplicate_heads()
             atomic_write(self.folder / ACTIVE_MODEL,
                          lambda tmp: Path(tmp).write_text((name or "") + "\n", encoding="utf-8"))
 
@@ -238,7 +252,7 @@ class Library:
         return report
 
     def _skip_unchanged(self, entries, known: dict, scan_id: int, report: ScanReport):
-        have = self.catalog.hashes_with_embedding(self.model_id, self.bundle.heads)
+        have = self.catalog.hashes_with_embedding(self.model_id, self.bundle.stored_heads)
         unchanged, todo = [], []
         for entry in entries:
             rec = known.get(entry.path)
@@ -268,6 +282,7 @@ class Library:
 
     def _index(self, head: str) -> VectorIndex:
         """The head's index: in memory, else loaded when current, else rebuilt and saved."""
+        head = self.bundle.storage_head(head)  # identical heads share one index
         with self._lock:
             index = self._indexes.get(head)
             if index is None:
@@ -297,6 +312,7 @@ class Library:
         Kept in memory per head until the catalog's content stamp moves, so regrouping at
         another threshold (the GUI's slider) does not read every vector from SQLite again.
         """
+        head = self.bundle.storage_head(head)
         with self.catalog.snapshot():
             stamp = self.catalog.content_stamp()
             cached = self._wanted_cache.get(head)
@@ -352,7 +368,7 @@ class Library:
             unchanged = noted is not None and not changed and self.catalog.content_stamp() == noted
             if not unchanged:
                 self._knn_cache = {}
-            for head in self.bundle.heads:
+            for head in self.bundle.stored_heads:
                 if unchanged and self._saved_is_current(head, noted):
                     continue  # an unchanged rescan: the saved index (and a loaded one) holds it all
                 index = self._indexes.get(head)
@@ -530,7 +546,8 @@ class Library:
         """The ``k`` photos most like ``image`` (in the library or any file), best first."""
         path = normalise(image)
         record = self.catalog.file_by_path(path)
-        vector = self.catalog.get_embedding(record.content_hash, self.model_id, head) if record else None
+        stored_as = self.bundle.storage_head(head)
+        vector = self.catalog.get_embedding(record.content_hash, self.model_id, stored_as) if record else None
         if vector is None:
             vector = self.embedder.embed_files([path], head=head)[0]
         with self._lock:  # labels and the catalog rows they name are read together
@@ -542,7 +559,7 @@ class Library:
                 by_id = self.catalog.files_by_ids(int(i) for i in labels[0] if i >= 0)
                 copies = {f.content_hash: self.catalog.files_with_hash(f.content_hash)
                           for f in by_id.values()}
-                stored = {h: self.catalog.get_embedding(h, self.model_id, head) for h in copies}
+                stored = {h: self.catalog.get_embedding(h, self.model_id, stored_as) for h in copies}
         query = vector / max(float(np.linalg.norm(vector)), 1e-12)
         matches: dict[str, Match] = {}
         for label, sim in zip(labels[0].tolist(), sims[0].tolist()):

@@ -59,6 +59,24 @@ class ModelBundle:
     def heads(self) -> list[str]:
         return list(self.card["architecture"]["heads"])
 
+    def storage_head(self, head: str) -> str:
+        """The head whose stored vectors and index ``head`` uses. Heads with no projection and
+        no trunk branch of their own all compute the same vector (the shared trunk's pooled,
+        normalised feature: both heads of the pretrained default), so the library stores and
+        indexes it once, under the first of them."""
+        arch = self.card["architecture"]
+
+        def plain(name: str) -> bool:
+            return name in arch["heads"] and arch["heads"][name] is None \
+                and name not in (arch.get("branches") or {})
+
+        return next((h for h in self.heads if plain(h)), head) if plain(head) else head
+
+    @property
+    def stored_heads(self) -> list[str]:
+        """The heads whose vectors are stored (``storage_head`` of every head, each once)."""
+        return list(dict.fromkeys(self.storage_head(h) for h in self.heads))
+
     def threshold(self, head: str, level: str) -> float:
         try:
             return float(self.card["thresholds"][head][level])

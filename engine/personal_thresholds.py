@@ -142,7 +142,7 @@ def _vectors(library, head: str, hashes: list[str]) -> dict[str, np.ndarray]:
     """Embeddings of ``hashes`` for the active model: stored ones, else from the snapshots."""
     found, missing = {}, []
     for h in hashes:
-        vector = library.catalog.get_embedding(h, library.model_id, head)
+        vector = library.catalog.get_embedding(h, library.model_id, library.bundle.storage_head(head))
         if vector is None:
             missing.append(h)
         else:

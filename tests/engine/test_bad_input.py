@@ -323,7 +323,7 @@ def test_odd_but_valid_image_is_embedded(scanned, case, size):
     assert path in scanned.files and path not in scanned.problems
     record = scanned.files[path]
     assert (record.width, record.height) == size
-    have = scanned.lib.catalog.hashes_with_embedding(scanned.lib.model_id, scanned.lib.bundle.heads)
+    have = scanned.lib.catalog.hashes_with_embedding(scanned.lib.model_id, scanned.lib.bundle.stored_heads)
     assert record.content_hash in have
 
 

@@ -111,3 +111,14 @@ def test_damaged_bundle_raises_model_bundle_error(tmp_path, damage):
 def test_unknown_model_name_lists_where_it_looked(tmp_path):
     with pytest.raises(ModelBundleError, match="no such model bundle"):
         load_bundle("does-not-exist", (tmp_path,))
+
+
+def test_storage_heads_of_the_built_in_bundles():
+    from engine.model_bundle import load_bundle
+
+    pretrained = load_bundle("lite0-imagenet-gem")  # both heads: the pooled 1280-d feature
+    assert pretrained.stored_heads == ["copy"]
+    assert [pretrained.storage_head(h) for h in ("copy", "semantic")] == ["copy", "copy"]
+    trained = load_bundle("lookalike-angular-v1")  # a branch and a projection each: distinct
+    assert trained.stored_heads == ["copy", "semantic"]
+    assert trained.storage_head("semantic") == "semantic"

@@ -71,10 +71,11 @@ def test_modified_file_is_re_embedded_and_keeps_its_id(lib, photos):
     after = lib.catalog.file_by_path(str(photos / "p1.jpg"))
     assert (report.embedded, report.unchanged) == (1, 3)
     assert after.id == before.id and after.content_hash != before.content_hash
-    # the index now holds the new content: the file finds itself at similarity 1
-    vec = lib.catalog.get_embedding(after.content_hash, lib.model_id, "semantic")
+    # the index now holds the new content: the file finds itself at similarity 1 (within
+    # the index's 8-bit codes)
+    vec = lib.catalog.get_embedding(after.content_hash, lib.model_id, lib.bundle.storage_head("semantic"))
     labels, sims = lib._index("semantic").query(vec[None], 1)
-    assert labels[0, 0] == after.id and sims[0, 0] > 0.999
+    assert labels[0, 0] == after.id and sims[0, 0] > 0.99
 
 
 def test_renamed_file_reuses_its_embedding(lib, photos):
@@ -191,3 +192,33 @@ def test_folders_are_remembered_and_removing_one_forgets_its_photos(lib, photos,
     assert (photos / "p0.jpg").exists()  # the photos themselves are untouched
     with pytest.raises(LookalikeError, match="not a folder"):
         lib.add_folder(photos / "p0.jpg")
+
+
+def test_identical_heads_are_stored_and_indexed_once(lib, photos):
+    # the default model's two heads are the same pooled feature: one vector, one index
+    assert lib.bundle.stored_heads == ["copy"] and lib.bundle.storage_head("semantic") == "copy"
+    lib.scan([photos])
+    rows = lib.catalog._conn.execute("SELECT head, COUNT(*) FROM embeddings GROUP BY head").fetchall()
+    assert rows == [("copy", 4)]
+    assert lib.info().embedded == {"copy": 4, "semantic": 4}
+    assert sorted(p.name for p in (lib.folder / "index").glob("*.idx")) == [lib._index_path("copy").name]
+    found = lib.similar(photos / "p0.jpg", k=3, head="semantic")
+    assert [m.similarity for m in found] == [m.similarity for m in lib.similar(photos / "p0.jpg", k=3)]
+
+
+def test_vectors_an_earlier_version_kept_for_an_identical_head_are_dropped(tmp_path, embedder, photos):
+    with Library(tmp_path / "lib", embedder=embedder) as first:
+        first.scan([photos])
+        hashes, matrix = first.catalog.embeddings(first.model_id, "copy")
+        for h, row in zip(hashes, matrix):  # as versions that stored both heads left them
+            first.catalog.put_embedding(h, first.model_id, "semantic", row)
+        old_index = first._index_path("semantic")
+        old_index.write_bytes(b"an index of the same vectors")
+        stamp = first.catalog.content_stamp()
+    with Library(tmp_path / "lib", embedder=embedder) as again:
+        assert again.catalog.embeddings(again.model_id, "semantic")[0] == []
+        assert not old_index.exists()
+        assert len(again.catalog.embeddings(again.model_id, "copy")[0]) == 4
+        assert again.catalog.content_stamp() == stamp  # the copy index stays current
+        report = again.scan([photos])
+        assert (report.unchanged, report.embedded) == (4, 0)
