@@ -230,18 +230,13 @@ def v4_catalog(db, monkeypatch, rows: list[tuple]) -> None:
                 old.record_decision([rows[0][0], "other"], "duplicate")
 
 
-def test_v4_float16_and_float32_rows_migrate_to_int8_without_rowid(tmp_path, monkeypatch):
+def test_v4_float16_and_float32_rows_migrate_to_int8(tmp_path, monkeypatch):
     db = tmp_path / "v4.db"
     vectors = unit_rows(6, 256, seed=5)
     rows = [(f"h{i}", head, 256, vectors[i].astype(np.float16 if i % 2 else np.float32).tobytes())
             for i in range(3) for head in ("copy", "similar")]
     rows.append(("h9", "copy", 256, bytes(512)))  # a float16 zero vector
     v4_catalog(db, monkeypatch, rows)
-    conn = sqlite3.connect(db)
-    assert "WITHOUT ROWID" not in conn.execute(
-        "SELECT sql FROM sqlite_master WHERE name = 'embeddings'").fetchone()[0]
-    conn.close()
-
     with Catalog(db) as cat:
         assert cat.schema_version == 5
         for content_hash, head, dim, blob in rows:
@@ -259,11 +254,8 @@ def test_v4_float16_and_float32_rows_migrate_to_int8_without_rowid(tmp_path, mon
         assert len(cat._conn.execute("SELECT * FROM embeddings").fetchall()) == len(rows)
     conn = sqlite3.connect(db)
     sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'embeddings'").fetchone()[0]
-    assert sql.rstrip().upper().endswith("WITHOUT ROWID")
     assert "PRIMARY KEY (content_hash, model_id, head)" in sql
-    # no separate primary-key index (a rowid table has sqlite_autoindex_embeddings_1 here)
-    assert conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'"
-                        " AND tbl_name = 'embeddings'").fetchall() == []
+    assert "WITHOUT ROWID" not in sql.upper()  # see _to_v5: large rows would overflow
     assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'embeddings_new'"
                         ).fetchall() == []
     conn.close()
@@ -412,3 +404,18 @@ def test_decisions_are_pairs_and_survive_reopening(tmp_path):
         assert cat.decisions() == {("a", "b"), ("a", "c"), ("b", "c"), ("x", "y")}
         cat.forget_decisions(["a", "b"])
         assert cat.decisions("not-duplicate") == {("a", "c"), ("b", "c")}
+
+
+def test_a_1280_d_vector_costs_about_its_own_bytes(tmp_path):
+    # the pretrained default's vectors are 1,284 bytes encoded: they must fit in the table's
+    # pages (an index b-tree, as WITHOUT ROWID would make, spilled each to a 4 KB overflow page)
+    rows = unit_rows(500, 1280, seed=2)
+    with Catalog(tmp_path / "c.db") as cat:
+        cat._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        empty = (tmp_path / "c.db").stat().st_size
+        with cat.transaction():
+            for i, row in enumerate(rows):
+                cat.put_embedding(f"{i:040x}", "lite0-imagenet-gem@1", "copy", row)
+        cat._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    per_row = ((tmp_path / "c.db").stat().st_size - empty) / 500
+    assert 1284 < per_row < 2 * 1284, per_row  # key, its index entry, page slack; no overflow page
