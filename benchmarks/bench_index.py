@@ -79,6 +79,7 @@ PROFILES = {"quick": {"sizes": [100_000], "M": [16, 32], "efc": [200], "ef": [32
 K = 10
 TARGET_RECALL = 0.98
 TARGET_BYTES = 2048        # the issue's index + catalog budget per photo
+DEFAULT_DIM = 1280         # the pretrained default bundle's (identical) heads
 HEADS = ("copy", "semantic")
 COMMON_WEIGHT = 0.42       # centres share a direction: unrelated cosine ~0.15 on average
 SPREAD = (0.65, 1.0)       # member noise norm: same-cluster cosine 1/(1+s^2), ~0.5-0.7
@@ -450,9 +451,9 @@ def _catalog_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.glob("catalog.sqlite*"))
 
 
-def measure_catalog(rows: int, dim: int, seed: int = 0) -> dict:
+def measure_catalog(rows: int, dim: int, seed: int = 0, heads: tuple[str, ...] = HEADS) -> dict:
     """Bytes per photo of a catalog holding ``rows`` photos, each with a files row and one
-    float32 embedding per head (all contents distinct), over the empty catalog's size."""
+    embedding per head (all contents distinct), over the empty catalog's size."""
     vectors = normalise(np.random.default_rng(seed).standard_normal((rows, dim), dtype=np.float32))
     with tempfile.TemporaryDirectory(prefix="lookalike-bench-catalog-") as tmp:
         folder = Path(tmp)
@@ -468,13 +469,28 @@ def measure_catalog(rows: int, dim: int, seed: int = 0) -> dict:
                 catalog.upsert_file(f"/home/someone/Pictures/{2010 + i % 15}/{i // 500:04d}/IMG_{i:06d}.JPG",
                                     3_000_000 + i, 1_600_000_000_000_000_000 + i, digest, 4032, 3024,
                                     "JPEG", "2019-07-14T12:34:56", "Apple iPhone 11", scan)
-                for head in HEADS:
+                for head in heads:
                     catalog.put_embedding(digest, "lookalike-model@1.0", head, vector)
         insert_s = time.perf_counter() - started
         catalog.close()
         size = _catalog_bytes(folder) - empty
-    return {"rows": rows, "dim": dim, "heads": len(HEADS), "bytes_per_photo": size / rows,
-            "embedding_bytes_per_photo": len(HEADS) * (dim + 4), "insert_rows_per_s": rows / insert_s}
+    return {"rows": rows, "dim": dim, "heads": len(heads), "bytes_per_photo": size / rows,
+            "embedding_bytes_per_photo": len(heads) * (dim + 4), "insert_rows_per_s": rows / insert_s}
+
+
+def measure_default_model(rows: int, dim: int = DEFAULT_DIM, seed: int = 0) -> dict:
+    """Bytes per photo with the pretrained default: its two heads are the same ``dim``-d
+    feature, stored and indexed once (``ModelBundle.storage_head``)."""
+    catalog = measure_catalog(rows, dim, seed, heads=("copy",))
+    vectors = normalise(np.random.default_rng(seed + 1).standard_normal((rows, dim), dtype=np.float32))
+    index = VectorIndex(dim)
+    index.add(np.arange(rows), vectors)
+    with tempfile.TemporaryDirectory(prefix="lookalike-bench-default-") as tmp:
+        index.save(Path(tmp) / "default.idx")
+        index_bytes = (Path(tmp) / "default.idx").stat().st_size / rows
+    return {"rows": rows, "dim": dim, "stored_vectors": 1, "index_bytes_per_photo": index_bytes,
+            "catalog_bytes_per_photo": catalog["bytes_per_photo"],
+            "total_bytes_per_photo": index_bytes + catalog["bytes_per_photo"]}
 
 
 # ---- one size -------------------------------------------------------------------------------
@@ -552,7 +568,7 @@ def print_grouping(result: dict) -> None:
           f"| {_fmt(g['pure_groups'] and 100 * g['pure_groups'], '.1f')} % |")
 
 
-def print_bytes(results: list[dict], catalog: dict) -> None:
+def print_bytes(results: list[dict], catalog: dict, default: dict | None = None) -> None:
     print(f"\n### Bytes per photo ({catalog['heads']} heads, one index each; catalog measured "
           f"with {catalog['rows']:,} photos, {catalog['insert_rows_per_s']:,.0f} photos/s inserted)\n")
     print("| dataset | n | index per head | catalog | total | target | within |")
@@ -566,6 +582,12 @@ def print_bytes(results: list[dict], catalog: dict) -> None:
     print(f"\nThe embeddings alone take {catalog['embedding_bytes_per_photo']:,} bytes per "
           f"photo in the catalog (8-bit codes and a scale per head), and each index stores its "
           f"head's codes again.")
+    if default:
+        print(f"\nThe pretrained default (one {default['dim']}-d vector per photo: its two heads "
+              f"are identical and stored once): index {default['index_bytes_per_photo']:,.0f} + "
+              f"catalog {default['catalog_bytes_per_photo']:,.0f} = "
+              f"{default['total_bytes_per_photo']:,.0f} bytes per photo "
+              f"({default['rows']:,} photos measured).")
 
 
 # ---- main -----------------------------------------------------------------------------------
@@ -623,14 +645,16 @@ def main(argv=None) -> int:
         print_queries(result)
         print_grouping(result)
     catalog = measure_catalog(args.catalog_rows, results[0]["dim"], args.seed)
-    print_bytes(results, catalog)
+    default = measure_default_model(args.catalog_rows, seed=args.seed)
+    print_bytes(results, catalog, default)
     info = machine_info(args)
     print(f"\nMachine: {info['machine']}, {info['cpus']} CPUs, faiss threads {args.threads}, "
           f"load average {info['load_average']} (other work on the cores skews every number)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": info, "profile": args.profile, "args": vars(args),
-                               "results": results, "catalog": catalog}, indent=1))
+                               "results": results, "catalog": catalog,
+                               "default_model_storage": default}, indent=1))
     print(f"Results: {out}")
     return 0
 

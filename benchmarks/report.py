@@ -97,8 +97,10 @@ def index_section(data: dict, plots: Path) -> list[str]:
                                           "bytes_per_vector", "peak_growth_mb"],
                        {"build_s": "{:.1f}", "vectors_per_s": "{:.0f}", "file_mb": "{:.1f}",
                         "bytes_per_vector": "{:.0f}", "peak_growth_mb": "{:.0f}"})
-        lines += table(result["rows"], ["M", "ef_construction", "ef", "recall", "p50_ms", "p99_ms", "batch_qps"],
-                       {"recall": "{:.4f}", "p50_ms": "{:.3f}", "p99_ms": "{:.3f}", "batch_qps": "{:.0f}"})
+        keys = ["M", "ef_construction", "ef", "recall", "recall_codes_only", "p50_ms", "p99_ms", "batch_qps"]
+        lines += table(result["rows"], [k for k in keys if k in result["rows"][0]],
+                       {"recall": "{:.4f}", "recall_codes_only": "{:.4f}", "p50_ms": "{:.3f}",
+                        "p99_ms": "{:.3f}", "batch_qps": "{:.0f}"})
         if result.get("grouping"):
             lines += table([result["grouping"]], list(result["grouping"]))
         name = f"index-{result['dataset']}-{n}.png"
@@ -106,6 +108,11 @@ def index_section(data: dict, plots: Path) -> list[str]:
         _curve(result["rows"], plots / name, f"{result['dataset']}, {n:,} vectors: recall@10 vs p50 latency")
     if data.get("catalog"):
         lines += ["Storage per photo:", ""] + table([data["catalog"]], list(data["catalog"]))
+    if data.get("default_model_storage"):
+        d = data["default_model_storage"]
+        lines += [f"The pretrained default stores one {d['dim']}-d vector per photo (its two heads are "
+                  f"identical and stored once): index {d['index_bytes_per_photo']:,.0f} + catalog "
+                  f"{d['catalog_bytes_per_photo']:,.0f} = {d['total_bytes_per_photo']:,.0f} bytes per photo.", ""]
     return lines
 
 
@@ -215,14 +222,19 @@ def summary(peers: dict | None, index: list | None, rescan: dict | None = None,
                          f"{cold['photos_per_s'] / dedup['photos_per_s']:.2f}× imagededup PHash "
                          f"({dedup['photos_per_s']:.1f}/s); unchanged rescan "
                          f"{rows.get('lookalike-rescan', {}).get('photos_per_s', 0):,.0f} photos/s.")
-    for result in [r for data in (index or [{}]) for r in (data or {}).get("results", [])]:
-        rec, grp = result.get("recommended") or {}, result.get("grouping") or {}
-        if rec:
+    for data in [d for d in (index or []) if d]:
+        default = data.get("default_model_storage")
+        for result in data.get("results", []):
+            rec, grp = result.get("recommended") or {}, result.get("grouping") or {}
+            if not rec:
+                continue
+            note = (f"; the pretrained default's one {default['dim']}-d vector: "
+                    f"{default['total_bytes_per_photo']:,.0f}" if default else "")
             lines.append(f"- index, {result['dataset']} {result['n']:,} × {result['dim']}: M={rec['M']}, "
                          f"ef={rec['ef']} gives recall@10 {rec['recall']:.3f}, p50 {rec['p50_ms']:.2f} ms, "
                          f"p99 {rec['p99_ms']:.2f} ms; full duplicate grouping {grp.get('total_s', 0):.1f} s; "
-                         f"{result.get('total_bytes_per_photo', 0):,.0f} bytes per photo (index + catalog; "
-                         f"{result['dim']}-d heads — the pretrained default's 1280-d heads need 5× that).")
+                         f"{result.get('total_bytes_per_photo', 0):,.0f} bytes per photo (index + catalog, "
+                         f"two {result['dim']}-d heads{note}).")
     if rescan:
         r = rescan["summary"]
         lines.append(f"- unchanged rescan, {rescan['files']:,} files: {r['rescan_s']:.1f} s "
