@@ -27,7 +27,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import faiss
 import numpy as np
@@ -42,6 +42,13 @@ _LENGTH = struct.Struct("<Q")
 _SPACE = "cosine"
 _QUANTISER = "8bit-uniform[-1,1]"
 _BRUTE_CHUNK = 8192
+# M 16, ef_construction 200, ef 128, from benchmarks/bench_index.py on this machine's 2 cores
+# (docs/benchmarks.md): recall@10 ≥ 0.98 through the library's exact re-ranking on clustered
+# synthetic vectors at 100k (ef 32 suffices) and 1M (ef 64), and on real Caltech-101
+# embeddings repeated into bursts of ~33 near-identical copies at 100k, where M 16 needs ef
+# 128 (0.981; M 32 reaches 0.995 at ef 32 but takes 536 bytes per entry instead of 408,
+# which breaks the 2 KB per photo budget). ef 128 costs 0.45 ms p50 at 100k, 0.57 ms at 1M.
+DEFAULT_EF = 128
 _COMPACT_MIN_DEAD = 256  # fewer dead entries than this are never worth a rebuild
 _INT_KEYS = ("dim", "M", "ef_construction", "ef", "count", "stored")
 _TEMP_SUFFIX = ".tmp"
@@ -107,7 +114,7 @@ class VectorIndex:
     way in and stored with 8 bits per component)."""
 
     def __init__(self, dim: int, *, model_id: str = "", head: str = "", M: int = 16,
-                 ef_construction: int = 200, ef: int = 64, initial_capacity: int = 1024):
+                 ef_construction: int = 200, ef: int = DEFAULT_EF, initial_capacity: int = 1024):
         if min(dim, ef_construction, ef, initial_capacity) < 1 or M < 2:
             raise VectorIndexError(
                 f"invalid index parameters: dim={dim}, M={M}, ef_construction={ef_construction}, "
@@ -379,6 +386,39 @@ class VectorIndex:
                 return np.empty((0, self.dim), dtype=np.float32)
             positions = np.array([self._where[label] for label in labels], np.int64)
             return self._index.reconstruct_batch(positions)
+
+
+RESCORE_MARGIN = 0.01  # ~4 standard deviations of a code score's error against the exact cosine
+
+
+def rescored_query(index: VectorIndex, vector: np.ndarray, k: int,
+                   exact: Callable[[list[int]], list[np.ndarray | None]],
+                   first: int | None = None) -> tuple[list[int], list[float]]:
+    """The ``k`` labels most like ``vector`` by exact cosine, best first, with their cosines.
+
+    The index proposes candidates by its 8-bit codes (``first``, default 2k + 10); ``exact``
+    gives each label's full vector (None: unknown, its code score stands) and they are
+    re-ranked. While the last candidate's code score is within ``RESCORE_MARGIN`` of the
+    k-th exact cosine, a photo left out could still belong in the top k (a burst of nearly
+    identical shots scores alike to within the codes' error), so the candidate list doubles.
+    """
+    norm = max(float(np.linalg.norm(vector)), 1e-12)
+    query = np.asarray(vector, dtype=np.float32) / norm
+    total = len(index)
+    want = min(first or 2 * k + 10, total)
+    known: dict[int, float | None] = {}  # label → exact cosine (None: no vector to score with)
+    while True:
+        labels, approx = index.query(query[None, :], want)
+        labels, approx = labels[0].tolist(), approx[0].tolist()
+        new = [label for label in labels if label not in known]
+        for label, stored in zip(new, exact(new) if new else []):
+            known[label] = None if stored is None else \
+                float(query @ stored) / max(float(np.linalg.norm(stored)), 1e-12)
+        scores = [a if known[label] is None else known[label] for label, a in zip(labels, approx)]
+        order = sorted(range(len(labels)), key=lambda i: (-scores[i], labels[i]))[:k]
+        if want >= total or len(order) < k or approx[-1] + RESCORE_MARGIN < scores[order[-1]]:
+            return [labels[i] for i in order], [scores[i] for i in order]
+        want = min(2 * want, total)
 
 
 def _empty(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ from engine.embedding import Embedder
 from engine.errors import LookalikeError
 from engine.grouping import group_neighbours, rescore_neighbours
 from engine.feedback import FeedbackStore
-from engine.index import VectorIndex, remove_stale_temps
+from engine.index import VectorIndex, remove_stale_temps, rescored_query
 from engine.ingest import Ingester
 from engine.keeper import Candidate
 from engine.keeper_advisor import KeeperAdvisor
@@ -552,21 +552,23 @@ class Library:
             vector = self.embedder.embed_files([path], head=head)[0]
         with self._lock:  # labels and the catalog rows they name are read together
             index = self._index(head)
-            # more candidates than asked for: the index ranks by 8-bit codes, the catalog's
-            # vectors re-rank them exactly
-            labels, sims = index.query(vector[None, :], min(2 * k + 10, len(index)))
+
+            def exact(labels: list[int]) -> list[np.ndarray | None]:
+                """The catalog's vectors of ``labels`` (the index ranks by 8-bit codes)."""
+                with self.catalog.snapshot():
+                    by_id = self.catalog.files_by_ids(labels)
+                    return [self.catalog.get_embedding(by_id[label].content_hash, self.model_id,
+                                                       stored_as) if label in by_id else None
+                            for label in labels]
+
+            labels, sims = rescored_query(index, vector, min(k + 1, len(index)), exact)
             with self.catalog.snapshot():
-                by_id = self.catalog.files_by_ids(int(i) for i in labels[0] if i >= 0)
+                by_id = self.catalog.files_by_ids(labels)
                 copies = {f.content_hash: self.catalog.files_with_hash(f.content_hash)
                           for f in by_id.values()}
-                stored = {h: self.catalog.get_embedding(h, self.model_id, stored_as) for h in copies}
-        query = vector / max(float(np.linalg.norm(vector)), 1e-12)
         matches: dict[str, Match] = {}
-        for label, sim in zip(labels[0].tolist(), sims[0].tolist()):
+        for label, sim in zip(labels, sims):
             found = by_id.get(label)  # None: the file left the catalog since the last sync
-            exact = stored.get(found.content_hash) if found else None
-            if exact is not None:
-                sim = float(query @ exact) / max(float(np.linalg.norm(exact)), 1e-12)
             for f in copies[found.content_hash] if found else ():
                 if f.path != path and f.path not in matches:
                     matches[f.path] = Match(f, round(max(-1.0, min(1.0, sim)), 4))

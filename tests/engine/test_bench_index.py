@@ -97,3 +97,18 @@ def test_real_vectors_repeat_with_small_noise(tmp_path):
     np.testing.assert_allclose(vectors[:40], unit, atol=1e-6)
     assert (np.einsum("ij,ij->i", vectors[40:], unit[np.arange(40, 100) % 40]) > 0.98).all()
     assert (cluster == -1).all() and np.array_equal(dup_group, np.arange(100) % 40)
+
+
+def test_real_embeddings_are_drawn_from_both_splits_evenly(tmp_path):
+    from benchmarks.real_embeddings import pick
+
+    rows = ["class,split,images"]
+    for cls, split in [("a", "train"), ("b", "train"), ("c", "test"), ("d", "test")]:
+        rows.append(f"{cls},{split},5")
+        (tmp_path / cls).mkdir()
+        for i in range(5):
+            (tmp_path / cls / f"image_{i:04d}.jpg").write_bytes(b"")
+    (tmp_path / "split.csv").write_text("\n".join(rows) + "\n")
+    picked = pick(tmp_path, 8)
+    assert len(picked) == len(set(picked)) == 8
+    assert sorted(p.parent.name for p in picked) == ["a", "a", "b", "b", "c", "c", "d", "d"]

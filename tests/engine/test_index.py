@@ -190,7 +190,7 @@ class _NeedsLargeEf:
 
 
 def test_query_retries_with_larger_ef_without_changing_it():
-    index, data = build(500)
+    index, data = build(500, ef=64)
     real = index._index
     index._index = wrapped = _NeedsLargeEf(real)
     labels, sims = index.query(data[:5], k=10)
@@ -332,3 +332,31 @@ def test_concurrent_readers_and_writer():
     assert not errors, errors
     assert len(index) == 300 + 400 - 20
     assert index.ids() == set(range(20, 300)) | set(range(1000, 1400))
+
+
+def test_rescored_query_widens_until_a_burst_of_near_copies_is_ranked_exactly():
+    from engine.index import rescored_query
+
+    rng = np.random.default_rng(11)
+    base = unit_vectors(1, seed=12)[0]
+    burst = base + 0.004 * rng.standard_normal((60, DIM)).astype(np.float32)  # cosines ~0.999
+    burst /= np.linalg.norm(burst, axis=1, keepdims=True)
+    others = unit_vectors(500, seed=13)
+    data = np.vstack([burst, others])
+    index = VectorIndex(DIM)
+    index.add(np.arange(len(data)), data)
+    asked: list[int] = []
+
+    def exact(labels):
+        asked.extend(labels)
+        return [data[label] if label != 7 else None for label in labels]  # 7: left the catalog
+
+    labels, sims = rescored_query(index, base, 10, exact)
+    truth = [i for i in np.argsort(-(data @ base), kind="stable") if i != 7]
+    assert set(labels) - {7} <= set(truth[:11]) and len(set(labels) & set(truth[:10])) >= 9
+    scored = [s for label, s in zip(labels, sims) if label != 7]
+    assert scored == sorted(scored, reverse=True)
+    np.testing.assert_allclose(scored, [float(data[label] @ base) for label in labels if label != 7], atol=1e-6)
+    assert len(asked) > 30 and len(asked) == len(set(asked))  # widened, each vector read once
+    few, _ = rescored_query(index, others[0], 3, lambda labels: [data[label] for label in labels])
+    assert few[0] == 60 and len(few) == 3
