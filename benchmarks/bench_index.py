@@ -31,7 +31,9 @@ For every size and every (M, ef_construction) of the grid, through ``engine.inde
     faiss (the wrapper's own cost is the difference) and batched throughput. The index
     stores 8-bit codes, so recall here is against exact search over the float vectors;
   * the recommended setting: of each (M, ef_construction)'s first ef to reach recall@10 >=
-    0.98, the fastest (p50).
+    0.98, the one with the smallest M (memory is the binding target: M 32 takes 536 bytes
+    per 256-d entry against M 16's 408, past the 2 KB per photo budget; every setting here
+    answers far inside the latency targets), then the fastest (p50).
 
 With the recommended setting (reloaded from its file, timed): the full duplicate grouping,
 k-NN of every vector (k = ``--group-k``, 32 as ``Library``), the exact rescoring of those
@@ -394,11 +396,12 @@ def sweep_config(vectors, M, efc, queries, truth, batch, path: Path, args) -> tu
 
 
 def recommend(rows: list[dict]) -> dict | None:
-    """Of each config's first ef to reach the target recall, the fastest (p50; smaller M on
-    ties), so timing noise cannot pick a larger ef; if none reaches it, the best recall."""
+    """Of each config's first ef to reach the target recall, the smallest M (the bytes per
+    photo), then the fastest (p50), so timing noise cannot pick a larger ef; if none reaches
+    it, the best recall."""
     good = [r for r in rows if r.get("first_to_target")]
     if good:
-        return min(good, key=lambda r: (round(r["p50_ms"], 3), r["M"], r["ef_construction"]))
+        return min(good, key=lambda r: (r["M"], round(r["p50_ms"], 3), r["ef_construction"]))
     return max(rows, key=lambda r: r["recall"]) if rows else None
 
 
