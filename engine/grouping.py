@@ -67,19 +67,25 @@ def rescore_neighbours(ids: np.ndarray, vectors: np.ndarray, neighbour_ids: np.n
     codes, within about ±0.004). Neighbours not in ``ids`` (padding, items gone since) keep the
     score given. Works ``chunk`` rows at a time: the gathered (chunk, k, d) block stays small."""
     ids = np.asarray(ids, dtype=np.int64)
-    neighbour_ids = np.asarray(neighbour_ids, dtype=np.int64)
     out = np.array(neighbour_sims, dtype=np.float32, copy=True)
     if ids.shape[0] == 0 or out.size == 0:
         return out
-    order = np.argsort(ids, kind="stable")
-    pos = np.clip(np.searchsorted(ids[order], neighbour_ids), 0, ids.shape[0] - 1)
-    known = ids[order][pos] == neighbour_ids
-    rows = order[pos]
+    rows, known = _rows_of(ids, np.asarray(neighbour_ids, dtype=np.int64))
     for start in range(0, ids.shape[0], chunk):
         part = slice(start, start + chunk)
         exact = np.einsum("nd,nkd->nk", vectors[part], vectors[rows[part]])
         out[part] = np.where(known[part], exact, out[part])
     return out
+
+
+def _rows_of(ids: np.ndarray, neighbour_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each neighbour label, its row in ``ids`` and whether it is there at all (padding
+    and labels not in ``ids`` are not; their row is arbitrary). ``ids`` must not be empty."""
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    pos = np.clip(np.searchsorted(sorted_ids, neighbour_ids), 0, ids.shape[0] - 1)
+    known = (sorted_ids[pos] == neighbour_ids) & (neighbour_ids != PADDING_LABEL)
+    return order[pos], known
 
 
 def _candidate_edges(ids: np.ndarray, neighbour_ids: np.ndarray, neighbour_sims: np.ndarray,
@@ -90,12 +96,8 @@ def _candidate_edges(ids: np.ndarray, neighbour_ids: np.ndarray, neighbour_sims:
     depend on the order of the input rows. A pair seen from both ends keeps its higher score.
     """
     n = ids.shape[0]
-    order = np.argsort(ids, kind="stable")
-    sorted_ids = ids[order]
-    pos = np.clip(np.searchsorted(sorted_ids, neighbour_ids), 0, max(n - 1, 0))
-    known = (sorted_ids[pos] == neighbour_ids) & (neighbour_ids != PADDING_LABEL)
+    cols, known = _rows_of(ids, neighbour_ids)
     rows = np.broadcast_to(np.arange(n)[:, None], neighbour_ids.shape)
-    cols = order[pos]
     keep = known & (neighbour_sims >= threshold) & (rows != cols)
     i, j, sim = rows[keep], cols[keep], neighbour_sims[keep].astype(np.float64)
     a, b = np.minimum(ids[i], ids[j]), np.maximum(ids[i], ids[j])

@@ -119,15 +119,24 @@ class Library:
 
     def _forget_duplicate_heads(self) -> None:
         """Vectors and index files an earlier version kept for a head identical to another
-        (``ModelBundle.storage_head``): the same vector twice, now stored once."""
+        (``ModelBundle.storage_head``): the same vector twice, now stored once. Once per model
+        and head (a meta key remembers it): the DELETE scans the whole embeddings table."""
         for head in set(self.bundle.heads) - set(self.bundle.stored_heads):
+            done = f"stored_once:{self.model_id}:{head}"
+            if self.catalog.get_meta(done):
+                continue
             dropped = self.catalog.drop_embeddings(self.model_id, head)
-            path = self._index_path(head)
-            for old in (path, path.with_suffix(".hnsw"), path.with_suffix(".hnsw.json")):
-                old.unlink(missing_ok=True)
+            self._remove_index_files(head, current=True)
+            self.catalog.set_meta(done, "1")
             if dropped:
                 log.info("dropped %d %s vectors of %s: the same as its %s vectors", dropped, head,
                          self.model_id, self.bundle.storage_head(head))
+
+    def _remove_index_files(self, head: str, current: bool) -> None:
+        """An earlier version's hnswlib files of ``head`` and, with ``current``, its index."""
+        path = self._index_path(head)
+        for old in ([path] if current else []) + [path.with_suffix(".hnsw"), path.with_suffix(".hnsw.json")]:
+            old.unlink(missing_ok=True)
 
     def active_model_name(self) -> str | None:
         """The model this library uses when none is named: one activated by learning from
@@ -346,11 +355,9 @@ class Library:
     def _save(self, head: str, index: VectorIndex, stamp: int) -> None:
         """Index file first, then the stamp saying which catalog content it holds: a crash in
         between leaves the old stamp, so the next open rebuilds instead of trusting it."""
-        path = self._index_path(head)
-        index.save(path)
+        index.save(self._index_path(head))
         self.catalog.set_meta(self._stamp_key(head), str(stamp))
-        for legacy in (path.with_suffix(".hnsw"), path.with_suffix(".hnsw.json")):
-            legacy.unlink(missing_ok=True)  # an earlier version's hnswlib index of this head
+        self._remove_index_files(head, current=False)
 
     def _note_stamp(self) -> None:
         """Before the catalog changes: a saved index still stamped with this value at sync
@@ -553,19 +560,20 @@ class Library:
         with self._lock:  # labels and the catalog rows they name are read together
             index = self._index(head)
 
+            by_id: dict[int, FileRecord] = {}  # every candidate's file, read once
+
             def exact(labels: list[int]) -> list[np.ndarray | None]:
                 """The catalog's vectors of ``labels`` (the index ranks by 8-bit codes)."""
                 with self.catalog.snapshot():
-                    by_id = self.catalog.files_by_ids(labels)
+                    by_id.update(self.catalog.files_by_ids(labels))
                     return [self.catalog.get_embedding(by_id[label].content_hash, self.model_id,
                                                        stored_as) if label in by_id else None
                             for label in labels]
 
             labels, sims = rescored_query(index, vector, min(k + 1, len(index)), exact)
             with self.catalog.snapshot():
-                by_id = self.catalog.files_by_ids(labels)
-                copies = {f.content_hash: self.catalog.files_with_hash(f.content_hash)
-                          for f in by_id.values()}
+                copies = {h: self.catalog.files_with_hash(h)
+                          for h in {by_id[label].content_hash for label in labels if label in by_id}}
         matches: dict[str, Match] = {}
         for label, sim in zip(labels, sims):
             found = by_id.get(label)  # None: the file left the catalog since the last sync

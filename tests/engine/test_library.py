@@ -214,6 +214,8 @@ def test_vectors_an_earlier_version_kept_for_an_identical_head_are_dropped(tmp_p
             first.catalog.put_embedding(h, first.model_id, "semantic", row)
         old_index = first._index_path("semantic")
         old_index.write_bytes(b"an index of the same vectors")
+        with first.catalog.transaction():  # an earlier version never dropped them
+            first.catalog._conn.execute("DELETE FROM meta WHERE key LIKE 'stored_once:%'")
         stamp = first.catalog.content_stamp()
     with Library(tmp_path / "lib", embedder=embedder) as again:
         assert again.catalog.embeddings(again.model_id, "semantic")[0] == []
@@ -222,3 +224,15 @@ def test_vectors_an_earlier_version_kept_for_an_identical_head_are_dropped(tmp_p
         assert again.catalog.content_stamp() == stamp  # the copy index stays current
         report = again.scan([photos])
         assert (report.unchanged, report.embedded) == (4, 0)
+
+
+def test_duplicate_heads_are_dropped_once_per_model(tmp_path, embedder, photos, monkeypatch):
+    from engine.catalog import Catalog
+
+    with Library(tmp_path / "lib", embedder=embedder) as first:
+        first.scan([photos])
+    drops = []
+    monkeypatch.setattr(Catalog, "drop_embeddings", lambda self, *a: drops.append(a) or 0)
+    with Library(tmp_path / "lib", embedder=embedder) as again:
+        assert again.info().embedded == {"copy": 4, "semantic": 4}
+    assert drops == []  # the first open did it and said so in meta: no scan of the table again
