@@ -75,6 +75,7 @@ sys.path.insert(0, str(ROOT))
 from engine.catalog import Catalog  # noqa: E402
 from engine.grouping import group_neighbours, rescore_neighbours  # noqa: E402
 from engine.index import VectorIndex, rescored_query  # noqa: E402
+from engine.model_bundle import load_bundle  # noqa: E402
 
 PROFILES = {"quick": {"sizes": [100_000], "M": [16, 32], "efc": [200], "ef": [32, 64, 128, 256]},
             "full": {"sizes": [100_000, 1_000_000], "M": [16, 32], "efc": [100, 200],
@@ -82,7 +83,6 @@ PROFILES = {"quick": {"sizes": [100_000], "M": [16, 32], "efc": [200], "ef": [32
 K = 10
 TARGET_RECALL = 0.98
 TARGET_BYTES = 2048        # the issue's index + catalog budget per photo
-DEFAULT_DIM = 1280         # the pretrained default bundle's (identical) heads
 HEADS = ("copy", "semantic")
 COMMON_WEIGHT = 0.42       # centres share a direction: unrelated cosine ~0.15 on average
 SPREAD = (0.65, 1.0)       # member noise norm: same-cluster cosine 1/(1+s^2), ~0.5-0.7
@@ -451,10 +451,14 @@ def _catalog_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.glob("catalog.sqlite*"))
 
 
-def measure_catalog(rows: int, dim: int, seed: int = 0, heads: tuple[str, ...] = HEADS) -> dict:
+def measure_catalog(rows: int, dim: int, seed: int = 0, heads: tuple[str, ...] = HEADS,
+                    dims: dict[str, int] | None = None) -> dict:
     """Bytes per photo of a catalog holding ``rows`` photos, each with a files row and one
-    embedding per head (all contents distinct), over the empty catalog's size."""
-    vectors = normalise(np.random.default_rng(seed).standard_normal((rows, dim), dtype=np.float32))
+    embedding per head (all contents distinct; ``dims`` gives a head's length where it is not
+    ``dim``), over the empty catalog's size."""
+    dims = {head: (dims or {}).get(head, dim) for head in heads}
+    rng = np.random.default_rng(seed)
+    vectors = {head: normalise(rng.standard_normal((rows, d), dtype=np.float32)) for head, d in dims.items()}
     with tempfile.TemporaryDirectory(prefix="lookalike-bench-catalog-") as tmp:
         folder = Path(tmp)
         catalog = Catalog(folder / "catalog.sqlite")
@@ -464,32 +468,36 @@ def measure_catalog(rows: int, dim: int, seed: int = 0, heads: tuple[str, ...] =
         catalog = Catalog(folder / "catalog.sqlite")
         started = time.perf_counter()
         with catalog.transaction():
-            for i, vector in enumerate(vectors):
+            for i in range(rows):
                 digest = hashlib.blake2b(i.to_bytes(8, "little"), digest_size=20).hexdigest()
                 catalog.upsert_file(f"/home/someone/Pictures/{2010 + i % 15}/{i // 500:04d}/IMG_{i:06d}.JPG",
                                     3_000_000 + i, 1_600_000_000_000_000_000 + i, digest, 4032, 3024,
                                     "JPEG", "2019-07-14T12:34:56", "Apple iPhone 11", scan)
                 for head in heads:
-                    catalog.put_embedding(digest, "lookalike-model@1.0", head, vector)
+                    catalog.put_embedding(digest, "lookalike-model@1.0", head, vectors[head][i])
         insert_s = time.perf_counter() - started
         catalog.close()
         size = _catalog_bytes(folder) - empty
     return {"rows": rows, "dim": dim, "heads": len(heads), "bytes_per_photo": size / rows,
-            "embedding_bytes_per_photo": len(heads) * (dim + 4), "insert_rows_per_s": rows / insert_s}
+            "embedding_bytes_per_photo": sum(d + 4 for d in dims.values()), "insert_rows_per_s": rows / insert_s}
 
 
-def measure_default_model(rows: int, dim: int = DEFAULT_DIM, seed: int = 0) -> dict:
-    """Bytes per photo with the pretrained default: its two heads are the same ``dim``-d
-    feature, stored and indexed once (``ModelBundle.storage_head``)."""
-    catalog = measure_catalog(rows, dim, seed, heads=("copy",))
-    vectors = normalise(np.random.default_rng(seed + 1).standard_normal((rows, dim), dtype=np.float32))
-    index = VectorIndex(dim)
-    index.add(np.arange(rows), vectors)
+def measure_default_model(rows: int, seed: int = 0) -> dict:
+    """Bytes per photo with the built-in default model: the vectors it stores (identical heads
+    once: ``ModelBundle.storage_head``), each head's at its own length, and one index each."""
+    bundle = load_bundle()
+    dims = {head: bundle.head_dim(head) for head in bundle.stored_heads}
+    catalog = measure_catalog(rows, 0, seed, heads=tuple(dims), dims=dims)
+    index_bytes = 0.0
+    rng = np.random.default_rng(seed + 1)
     with tempfile.TemporaryDirectory(prefix="lookalike-bench-default-") as tmp:
-        index.save(Path(tmp) / "default.idx")
-        index_bytes = (Path(tmp) / "default.idx").stat().st_size / rows
-    return {"rows": rows, "dim": dim, "stored_vectors": 1, "index_bytes_per_photo": index_bytes,
-            "catalog_bytes_per_photo": catalog["bytes_per_photo"],
+        for head, dim in dims.items():
+            index = VectorIndex(dim)
+            index.add(np.arange(rows), normalise(rng.standard_normal((rows, dim), dtype=np.float32)))
+            index.save(Path(tmp) / f"{head}.idx")
+            index_bytes += (Path(tmp) / f"{head}.idx").stat().st_size / rows
+    return {"model": bundle.model_id, "rows": rows, "dims": dims, "stored_vectors": len(dims),
+            "index_bytes_per_photo": index_bytes, "catalog_bytes_per_photo": catalog["bytes_per_photo"],
             "total_bytes_per_photo": index_bytes + catalog["bytes_per_photo"]}
 
 

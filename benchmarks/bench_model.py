@@ -1,8 +1,9 @@
 """Model benchmark: the shipped model against perceptual hashes and the pretrained backbone,
 and the loss ablation at equal budget — all on Caltech-101 *test* classes.
 
-    .venv/bin/python benchmarks/bench_model.py [--model lookalike-angular-v1]
-        [--work build/model] [--copy-ablation-steps 0] [--skip-hashes] [--skip-real]
+    .venv/bin/python benchmarks/bench_model.py [--model lookalike-angular-v2]
+        [--compare lookalike-angular-v1 ...] [--work build/model] [--copy-ablation-steps 0]
+        [--skip-hashes] [--skip-real]
 
 Rows (one table per question; everything printed as markdown and saved as JSON):
 - near-duplicate retrieval: 1,000 transformed copies (``training.families``, seeded) query
@@ -199,6 +200,8 @@ def main() -> int:
     parser.add_argument("--dataset", default=str(DATA / "caltech101"))
     parser.add_argument("--work", default=str(ROOT / "build/model"))
     parser.add_argument("--out", default=str(ROOT / "bench-results/model.json"))
+    parser.add_argument("--compare", nargs="*", default=[], metavar="BUNDLE",
+                        help="more bundles measured beside it (near, classes, real sets, thresholds)")
     parser.add_argument("--copy-ablation-steps", type=int, default=0)
     parser.add_argument("--skip-hashes", action="store_true")
     parser.add_argument("--skip-real", action="store_true")
@@ -218,9 +221,18 @@ def main() -> int:
     report: dict = {"model": bundle.model_id, "near": [], "classes": [], "real": []}
     named = [("pretrained Lite0+GeM 1280-d", pretrained_embed(net), pretrained_embed(net)),
              (f"{bundle.model_id} (copy / semantic head)", head_embed(net, "copy"), head_embed(net, "semantic"))]
-    for name, copy_fn, class_fn in named:
-        report["near"].append({"model": name, **_near_row(test.near(copy_fn))})
-        report["classes"].append({"model": name, **_class_row(test.classes_metrics(class_fn))})
+    others = [load_bundle(m) for m in args.compare]
+    report["compare_thresholds"] = {}
+    for other in others:  # each on activations at its own fork (the same file when it matches)
+        other_net = other.build_network().float().eval()
+        other_test = TestSet(other_net, config, other.input_size, work)
+        named.append((f"{other.model_id} (copy / semantic head)", head_embed(other_net, "copy"),
+                      head_embed(other_net, "semantic"), other_test))
+        report["compare_thresholds"][other.model_id] = threshold_precision(other_test, other_net, other.card)
+    for name, copy_fn, class_fn, *on in named:
+        where = on[0] if on else test
+        report["near"].append({"model": name, **_near_row(where.near(copy_fn))})
+        report["classes"].append({"model": name, **_class_row(where.classes_metrics(class_fn))})
         print(report["near"][-1], report["classes"][-1], flush=True)
     if not args.skip_hashes:
         for kind in ("phash", "dhash"):
@@ -231,7 +243,7 @@ def main() -> int:
     report["thresholds"] = threshold_precision(test, net, bundle.card)
     print(report["thresholds"], flush=True)
     if not args.skip_real:
-        report["real"] = real_sets(bundle, dataset, test)
+        report["real"] = real_sets(bundle, dataset, test, others)
     if not args.skip_ablation:
         report["ablation"] = ablation(net, recipe, test, work, dataset)
     if args.copy_ablation_steps:
@@ -242,12 +254,13 @@ def main() -> int:
     return 0
 
 
-def real_sets(bundle, dataset: Path, test: TestSet) -> list[dict]:
+def real_sets(bundle, dataset: Path, test: TestSet, others=()) -> list[dict]:
     distractors = [test.paths[i] for i in test.db_rows[1000:]]
     pretrained = load_bundle("lite0-imagenet-gem")
     rows = []
     for name, embedder in [("pretrained Lite0+GeM 1280-d", Embedder(pretrained, device="cpu")),
                            (bundle.model_id, Embedder(bundle, device="cpu")),
+                           *[(o.model_id, Embedder(o, device="cpu")) for o in others],
                            ("imagehash phash 64-bit", HashEmbedder("phash"))]:
         embed = embed_head(embedder, "copy")
         faces = evaluate_faces_pairs(embed, dataset, distractors)["overall"]
@@ -265,7 +278,9 @@ def render(report: dict) -> str:
              markdown(report.get("real", []), "Real near-duplicate sets"),
              markdown(report.get("ablation", []), "Ablation: semantic projection, equal budget"),
              markdown(report.get("copy_ablation", []), "Ablation: copy branch, equal budget"),
-             f"thresholds on test pairs: {json.dumps(report.get('thresholds'))}"]
+             f"thresholds on test pairs: {json.dumps(report.get('thresholds'))}",
+             *[f"{name}: thresholds on test pairs: {json.dumps(t)}"
+               for name, t in (report.get("compare_thresholds") or {}).items()]]
     return "\n".join(p for p in parts if p)
 
 

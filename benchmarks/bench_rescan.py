@@ -136,7 +136,7 @@ def _remove_surplus(folder: Path, surplus) -> None:
 # ---- populating: a real scan with a stand-in embedder ------------------------------------------
 def head_dim(bundle: ModelBundle, head: str) -> int:
     """A head's vector length, as the library reads it from the card."""
-    return bundle.network_config.heads.get(head) or int(bundle.card["heads"][head]["dim"])
+    return bundle.head_dim(head)
 
 
 def unit_vector(content_hash: str, head: str, dim: int) -> np.ndarray:

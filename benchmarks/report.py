@@ -110,10 +110,22 @@ def index_section(data: dict, plots: Path) -> list[str]:
         lines += ["Storage per photo:", ""] + table([data["catalog"]], list(data["catalog"]))
     if data.get("default_model_storage"):
         d = data["default_model_storage"]
-        lines += [f"The pretrained default stores one {d['dim']}-d vector per photo (its two heads are "
-                  f"identical and stored once): index {d['index_bytes_per_photo']:,.0f} + catalog "
-                  f"{d['catalog_bytes_per_photo']:,.0f} = {d['total_bytes_per_photo']:,.0f} bytes per photo.", ""]
+        lines += [f"The default model ({_default_name(d)}) stores {_default_vectors(d)} per photo: index "
+                  f"{d['index_bytes_per_photo']:,.0f} + catalog {d['catalog_bytes_per_photo']:,.0f} = "
+                  f"{d['total_bytes_per_photo']:,.0f} bytes per photo.", ""]
     return lines
+
+
+def _default_name(d: dict) -> str:
+    return d.get("model") or "the pretrained lite0-imagenet-gem"
+
+
+def _default_vectors(d: dict) -> str:
+    """'one 1280-d vector' (older results say only 'dim') or 'a 512-d and a 256-d vector'."""
+    dims = list((d.get("dims") or {"": d.get("dim")}).values())
+    if len(dims) == 1:
+        return f"one {dims[0]}-d vector"
+    return ", ".join(f"a {x}-d" for x in dims[:-1]) + f" and a {dims[-1]}-d vector"
 
 
 def _curve(rows: list[dict], target: Path, title: str) -> None:
@@ -228,7 +240,7 @@ def summary(peers: dict | None, index: list | None, rescan: dict | None = None,
             rec, grp = result.get("recommended") or {}, result.get("grouping") or {}
             if not rec:
                 continue
-            note = (f"; the pretrained default's one {default['dim']}-d vector: "
+            note = (f"; the default model ({_default_name(default)}), {_default_vectors(default)}: "
                     f"{default['total_bytes_per_photo']:,.0f}" if default else "")
             lines.append(f"- index, {result['dataset']} {result['n']:,} × {result['dim']}: M={rec['M']}, "
                          f"ef={rec['ef']} gives recall@10 {rec['recall']:.3f}, p50 {rec['p50_ms']:.2f} ms, "

@@ -350,7 +350,7 @@ class Library:
         return index, stamp
 
     def embedder_dim(self, head: str) -> int:
-        return self.bundle.network_config.heads.get(head) or int(self.bundle.card["heads"][head]["dim"])
+        return self.bundle.head_dim(head)
 
     def _save(self, head: str, index: VectorIndex, stamp: int) -> None:
         """Index file first, then the stamp saying which catalog content it holds: a crash in

@@ -59,6 +59,21 @@ class ModelBundle:
     def heads(self) -> list[str]:
         return list(self.card["architecture"]["heads"])
 
+    def head_dim(self, head: str) -> int:
+        """Length of ``head``'s vectors: as the card states it (``build_network`` checks it
+        against the architecture), else from projection sizes the architecture names."""
+        stated = (self.card.get("heads") or {}).get(head) or {}
+        if "dim" in stated:
+            try:
+                return int(stated["dim"])
+            except (TypeError, ValueError) as exc:
+                raise ModelBundleError(self.path / CARD, f"head '{head}' has no valid dimension") from exc
+        config = self.network_config
+        own, fuse = config.heads.get(head), config.fuse.get(head)
+        if own and (fuse is None or fuse.get("dim")):
+            return int(own) + int(fuse["dim"] if fuse else 0)
+        raise ModelBundleError(self.path / CARD, f"no dimension for head '{head}'")
+
     def storage_head(self, head: str) -> str:
         """The head whose stored vectors and index ``head`` uses. Heads with no projection and
         no trunk branch of their own all compute the same vector (the shared trunk's pooled,
@@ -68,7 +83,7 @@ class ModelBundle:
 
         def plain(name: str) -> bool:
             return name in arch["heads"] and arch["heads"][name] is None \
-                and name not in (arch.get("branches") or {})
+                and name not in (arch.get("branches") or {}) and name not in (arch.get("fuse") or {})
 
         return next((h for h in self.heads if plain(h)), head) if plain(head) else head
 
@@ -102,6 +117,11 @@ class ModelBundle:
             raise ModelBundleError(self.path / WEIGHTS,
                                    f"weights do not fit the card's architecture: {shown}")
         net.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+        stated = {h: (self.card.get("heads") or {}).get(h, {}).get("dim") for h in self.heads}
+        wrong = [f"'{h}' is {stated[h]}-d in the card but {net.head_dim(h)}-d in the architecture"
+                 for h in self.heads if stated[h] is not None and self.head_dim(h) != net.head_dim(h)]
+        if wrong:
+            raise ModelBundleError(self.path / CARD, "; ".join(wrong))
         return net.eval()
 
 

@@ -11,6 +11,15 @@ forks after it. This is how one network serves two objectives that fight inside 
 embedding: the ``copy`` head fine-tunes its branch for invariance to crops, turns and edits,
 while the ``semantic`` head keeps the ImageNet top it needs to group unseen classes
 (``branches: {"copy": 2}`` in the card; no entry = the shared top).
+
+A head may also be **fused** with the shared top's pooled feature (``fuse: {"copy": {"weight":
+0.3, "dim": 256}}``): its vector is the concatenation ``[√w · own, √(1 − w) · shared]`` of two
+unit vectors, so the cosine of two such vectors is ``w · cos(own) + (1 − w) · cos(shared)``,
+one score an HNSW index can search. ``shared`` is the ImageNet top's GeM feature, through a
+bias-free linear map to ``dim`` (a PCA fitted on training photos) or as it is (``dim: null``).
+A fine-tuned copy branch learns invariance to edits; the pretrained feature keeps what the
+fine-tune gives up (telling apart two photos of one subject taken the same way), and the
+fused score beats both (docs/model-card.md).
 """
 from __future__ import annotations
 
@@ -45,13 +54,15 @@ class NetworkConfig:
     learn_gem_p: bool = False
     heads: dict[str, int | None] = field(default_factory=lambda: {"copy": None, "semantic": None})
     branches: dict[str, int] = field(default_factory=dict)  # head → trunk stages it owns
+    fuse: dict[str, dict] = field(default_factory=dict)  # head → {"weight": w, "dim": d | None}
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "NetworkConfig":
-        known = {k: data[k] for k in ("trunk", "gem_p", "learn_gem_p", "heads", "branches") if k in data}
+        known = {k: data[k] for k in ("trunk", "gem_p", "learn_gem_p", "heads", "branches", "fuse")
+                 if k in data}
         return cls(**known)
 
 
@@ -85,12 +96,22 @@ class EmbeddingNet(nn.Module):
         for head, n in config.branches.items():
             if not 1 <= int(n) <= stages:
                 raise ValueError(f"branch of head '{head}' must own 1–{stages} stages, not {n}")
+        for head, spec in config.fuse.items():
+            if head not in config.heads:
+                raise ValueError(f"fusion for a head that does not exist: '{head}'")
+            if not isinstance(spec, dict) or not 0.0 < float(spec.get("weight", -1)) < 1.0:
+                raise ValueError(f"fusion of head '{head}' needs a weight between 0 and 1, not {spec}")
+            if spec.get("dim") is not None and not 1 <= int(spec["dim"]) <= width:
+                raise ValueError(f"fusion of head '{head}' must project to 1–{width} dimensions")
         self.fork = stages - max(config.branches.values(), default=0)  # shared stages
         self.branches = nn.ModuleDict({name: Branch(self.trunk, int(n), self.pool)
                                        for name, n in config.branches.items()})
         self.heads = nn.ModuleDict({
             name: nn.Linear(width, dim) if dim else nn.Identity()
             for name, dim in config.heads.items()})
+        self.fusions = nn.ModuleDict({
+            name: nn.Linear(width, int(spec["dim"]), bias=False) if spec.get("dim") else nn.Identity()
+            for name, spec in config.fuse.items()})
         self.feature_dim = width
 
     def reset_branches(self) -> None:
@@ -99,7 +120,20 @@ class EmbeddingNet(nn.Module):
             self.branches[name] = Branch(self.trunk, int(n), self.pool)
 
     def head_dim(self, head: str) -> int:
-        return self.config.heads[head] or self.feature_dim
+        own = self.config.heads[head] or self.feature_dim
+        if head not in self.config.fuse:
+            return own
+        return own + int(self.config.fuse[head].get("dim") or self.feature_dim)
+
+    def fused(self, head: str, own: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
+        """``head``'s vector from its own projected output and the shared top's pooled feature
+        (unit length; unchanged when ``head`` is not fused)."""
+        own = F.normalize(own.float(), dim=-1)
+        if head not in self.fusions:
+            return own
+        w = float(self.config.fuse[head]["weight"])
+        other = F.normalize(self.fusions[head](shared).float(), dim=-1)
+        return torch.cat([own * w ** 0.5, other * (1.0 - w) ** 0.5], dim=-1)
 
     def lower(self, x: torch.Tensor) -> torch.Tensor:
         """The shared part of the trunk: stem and the stages before the earliest fork."""
@@ -132,7 +166,9 @@ class EmbeddingNet(nn.Module):
             else:
                 shared = self.upper(h) if shared is None else shared
                 feats = shared
-            out[name] = F.normalize(self.heads[name](feats).float(), dim=-1)
+            if name in self.fusions:
+                shared = self.upper(h) if shared is None else shared
+            out[name] = self.fused(name, self.heads[name](feats), shared)
         return out
 
     def forward(self, x: torch.Tensor, heads: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:

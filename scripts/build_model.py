@@ -3,9 +3,12 @@
     .venv/bin/python scripts/build_model.py [--recipe resources/recipes/default-model.json]
         [--dataset ../shared/datasets/caltech101] [--out resources/models/NAME]
         [--work build/model] [--set copy_stage.steps=300 ...] [--default]
+        [--fuse-from lookalike-angular-v1]
 
 Runs on the CPU (the cached-activation path has no CUDA code yet); intermediate caches go to
 --work so a rerun only retrains. --default points resources/models/DEFAULT at the new bundle.
+--fuse-from BUNDLE runs only the recipe's fusion stage and the calibration over BUNDLE's
+trained heads (a bundle built by the same recipe's earlier stages).
 """
 from __future__ import annotations
 
@@ -18,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.model_bundle import BUILTIN_MODELS, DEFAULT_POINTER  # noqa: E402
-from training.build import ModelRecipe, build, recalibrate  # noqa: E402
+from engine.model_bundle import BUILTIN_MODELS, DEFAULT_POINTER, load_bundle  # noqa: E402
+from training.build import ModelRecipe, build, fuse_from, recalibrate  # noqa: E402
 
 
 def apply_overrides(recipe: ModelRecipe, pairs: list[str]) -> None:
@@ -47,6 +50,8 @@ def main() -> int:
     parser.add_argument("--default", action="store_true", help="make the new bundle the default")
     parser.add_argument("--calibrate-only", action="store_true",
                         help="only recompute the thresholds of the bundle at --out")
+    parser.add_argument("--fuse-from", metavar="BUNDLE",
+                        help="skip training: fuse and calibrate this bundle's trained heads")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     recipe = ModelRecipe.from_file(args.recipe)
@@ -64,10 +69,14 @@ def main() -> int:
         card = recalibrate(recipe, Path(args.dataset), out, Path(args.work))
         print(json.dumps({"bundle": str(out), "calibration": card["calibration"]}, indent=1))
         return 0
-    card = build(recipe, Path(args.dataset), out, Path(args.work), progress)
+    if args.fuse_from:
+        card = fuse_from(load_bundle(args.fuse_from), recipe, Path(args.dataset), out, Path(args.work), progress)
+    else:
+        card = build(recipe, Path(args.dataset), out, Path(args.work), progress)
+    history = card["metrics"]["history"]
     print(json.dumps({"bundle": str(out), "thresholds": card["thresholds"], "timings": card["timings"],
-                      "copy": card["metrics"]["history"]["copy"][-3:],
-                      "semantic": card["metrics"]["history"]["semantic"][-3:]}, indent=1))
+                      "copy": (history.get("copy") or [])[-3:], "semantic": (history.get("semantic") or [])[-3:],
+                      "fuse": history.get("fuse")}, indent=1))
     if args.default:
         DEFAULT_POINTER.write_text(out.name + "\n")
     return 0

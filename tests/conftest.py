@@ -17,3 +17,12 @@ def embedder():
     from engine.embedding import Embedder
 
     return Embedder.load(device="cpu", batch_size=16)
+
+
+@pytest.fixture(scope="session")
+def pretrained_embedder():
+    """The pretrained bundle (``lite0-imagenet-gem``: both heads the same pooled feature)."""
+    from engine.embedding import Embedder
+    from engine.model_bundle import load_bundle
+
+    return Embedder(load_bundle("lite0-imagenet-gem"), device="cpu", batch_size=16)

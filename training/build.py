@@ -12,8 +12,12 @@
 4. ``semantic``: pooled features of each photo and an augmented view, cached; the projection
    trains on supervised N-pair batches.
 5. Both keep their best state on the held-out classes (copy micro-AP on the evaluation's
-   edit families, semantic MAP@R), then the bundle is written and its thresholds calibrated
-   with the engine's own ``Embedder`` on held-out photos.
+   edit families, semantic MAP@R).
+6. ``fuse`` (optional): the ``copy`` head is fused with the frozen ImageNet top's feature
+   (``engine.network``: ``fuse``), through a PCA of the training photos' pooled features; the
+   weight of the trained part is the smallest of ``fuse.copy.weights`` whose held-out
+   micro-AP is within ``fuse.copy.tolerance`` of the best. Then the bundle is written and its thresholds calibrated with the engine's own
+   ``Embedder`` on held-out photos.
 
 Intermediate caches go to ``work`` so a second run (or the benchmark) reuses them.
 """
@@ -29,10 +33,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from engine.decode import read_photo
 from engine.embedding import Embedder
 from engine.model_bundle import load_bundle, save_bundle
+from engine.network import EmbeddingNet, NetworkConfig
 from engine.progress import ProgressCallback, null_progress
 from training.augment import AugmentConfig, CopyAugment, SupervisedAugment
 from training.cached import embed_activations, pooled_features, view_activations
@@ -63,6 +70,7 @@ class ModelRecipe:
     copy_stage: dict = field(default_factory=dict)      # StageConfig fields
     semantic_stage: dict = field(default_factory=dict)
     semantic_init: str = "pca-sqrt-whiten"              # or "orthogonal"
+    fuse: dict = field(default_factory=dict)   # {"copy": {"dim": 256, "weights": [...], "tolerance": t}}
     limit: int | None = None             # at most this many training photos (smoke runs)
     seed: int = 0
 
@@ -115,7 +123,10 @@ class HeldOut:
         copies = [make_copy(img, f, recipe.seed * 7919 + i)
                   for i, (img, f) in enumerate(zip(self.images, self.families))]
         both = self.images + copies
-        acts = _cached(work / f"heldout-{recipe.key('input_size', 'val_images', 'val_fraction', 'exclude_classes', 'branches', 'seed')}.pt", lambda: view_activations(
+        # named by the fork the activations come from too: another tool's network (a deeper
+        # branch) must not read activations taken at a different depth
+        key = recipe.key('input_size', 'val_images', 'val_fraction', 'exclude_classes', 'branches', 'seed')
+        acts = _cached(work / f"heldout-{key}-fork{net.fork}.pt", lambda: view_activations(
             net, both.__getitem__, len(both), 1, None, recipe.input_size, what="held-out photos"))
         self.originals, self.copies = acts[:len(keep), 0], acts[len(keep):, 0]
 
@@ -134,7 +145,9 @@ def copy_views(net, folder: LabeledFolder, recipe: ModelRecipe, work: Path,
                progress: ProgressCallback) -> torch.Tensor:
     augment = CopyAugment(AugmentConfig(**{"size": recipe.train_size, **recipe.copy_augment}))
     cache = ImageCache(folder.paths, 2 * recipe.train_size)
-    return _cached(work / f"copy-views-{recipe.key('train_size', 'copy_views', 'copy_augment', 'branches', 'exclude_classes', 'val_fraction', 'limit', 'seed')}.pt", lambda: view_activations(
+    key = recipe.key('train_size', 'copy_views', 'copy_augment', 'branches', 'exclude_classes', 'val_fraction',
+                     'limit', 'seed')
+    return _cached(work / f"copy-views-{key}-fork{net.fork}.pt", lambda: view_activations(
         net, cache.get, len(folder.paths), recipe.copy_views, augment.view, recipe.train_size,
         recipe.seed, progress, "copy-detection views"))
 
@@ -176,7 +189,11 @@ def build(recipe: ModelRecipe, dataset: Path, out: Path, work: Path,
     copy_cfg = StageConfig(**{"seed": recipe.seed, **recipe.copy_stage})
     copy_history = train_copy_stage(net, train, held, recipe, copy_cfg, work, progress)
     timings["copy_s"] = round(time.perf_counter() - t, 1)
-    card = _card(recipe, net, train, val, {"semantic": sem_history, "copy": copy_history},
+    history = {"semantic": sem_history, "copy": copy_history}
+    if recipe.fuse:  # after the copy stage, whose best step is chosen on the copy head alone
+        net = with_fusion(net, recipe)
+        history["fuse"] = fuse_stage(net, feats[:, 0], held, recipe)
+    card = _card(recipe, net, train, val, history,
                  {"semantic": sem_cfg.to_dict(), "copy": copy_cfg.to_dict()}, timings)
     save_bundle(out, card, net.state_dict())  # calibration reads it back as the engine will
     t = time.perf_counter()
@@ -206,6 +223,56 @@ def train_copy_stage(net, train: LabeledFolder, held: HeldOut, recipe: ModelReci
     return result["history"]
 
 
+def with_fusion(net: EmbeddingNet, recipe: ModelRecipe) -> EmbeddingNet:
+    """``net`` with the recipe's fused heads added (their maps still to fit: ``fuse_stage``);
+    every other weight is carried over."""
+    config = NetworkConfig.from_dict(net.config.to_dict())
+    config.fuse = {head: {"weight": float(spec["weights"][0]), "dim": spec.get("dim")}
+                   for head, spec in recipe.fuse.items()}
+    fused = EmbeddingNet(config)
+    missing, unexpected = fused.load_state_dict(net.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("fusions.") for k in missing):
+        raise ValueError(f"cannot add fusion to this network ({missing[:3]}, {unexpected[:3]})")
+    return fused.eval()
+
+
+def fit_fusion_map(layer: nn.Module, feats: torch.Tensor) -> None:
+    """The bias-free map to the top principal directions of unit-length ``feats`` (N, D),
+    uncentred (of the second moment, so it needs no bias); identity maps stay as they are."""
+    if not isinstance(layer, nn.Linear):
+        return
+    x = F.normalize(feats.double(), dim=-1)
+    if layer.out_features > len(x):
+        raise ValueError(f"a {layer.out_features}-d fusion map needs at least that many photos, got {len(x)}")
+    vals, vecs = torch.linalg.eigh(x.T @ x / len(x))
+    top = vecs[:, torch.argsort(vals, descending=True)[:layer.out_features]]
+    with torch.no_grad():
+        layer.weight.copy_(top.T.float())
+
+
+def fuse_stage(net: EmbeddingNet, feats: torch.Tensor, held: HeldOut, recipe: ModelRecipe) -> list[dict]:
+    """Fit each fused head's map on ``feats`` (pooled features of the training photos) and
+    keep the smallest weight whose held-out copy micro-AP is within ``tolerance`` of the best
+    of ``weights``; returns one row per weight tried."""
+    history = []
+    for head, spec in recipe.fuse.items():
+        fit_fusion_map(net.fusions[head], feats)
+        rows = []
+        for weight in sorted(spec["weights"]):
+            net.config.fuse[head]["weight"] = float(weight)
+            rows.append({"head": head, "weight": float(weight), "score": round(held.copy_score(net), 4)})
+            log.info("fuse %s weight %.2f: held-out micro-AP %.4f", head, weight, rows[-1]["score"])
+        # The smallest weight within ``tolerance`` of the best: the held-out classes are what
+        # the copy stage's best step was picked on, so they favour its part; the pretrained
+        # part is what generalises to photos of one subject taken alike (docs/model-card.md).
+        top = max(r["score"] for r in rows)
+        best = next(r for r in rows if r["score"] >= top - float(spec.get("tolerance", 0.0)))
+        net.config.fuse[head]["weight"] = best["weight"]
+        best["chosen"] = True
+        history += rows
+    return history
+
+
 def calibrate(bundle, recipe: ModelRecipe, train: LabeledFolder, held: HeldOut,
               val: LabeledFolder) -> dict:
     """The calibration report (thresholds included) of a bundle, with the engine's
@@ -233,13 +300,48 @@ def recalibrate(recipe: ModelRecipe, dataset: Path, out: Path, work: Path) -> di
     return card
 
 
+def fuse_from(start, recipe: ModelRecipe, dataset: Path, out: Path, work: Path,
+              progress: ProgressCallback = null_progress) -> dict:
+    """Only the fusion stage and the calibration, over the trained heads of the bundle
+    ``start`` (built from the same recipe without ``fuse``): the bundle the full ``build``
+    would give once its copy and semantic stages are done, without training them again."""
+    if not recipe.fuse:
+        raise ValueError("the recipe has no 'fuse' stage")
+    started = time.perf_counter()
+    train, val = training_folders(Path(dataset), recipe)
+    net = start.build_network().float()
+    held = HeldOut(net, val, recipe, work)
+    feats = semantic_features(net, train, recipe, work, progress)
+    net = with_fusion(net, recipe)
+    history = {**(start.card.get("metrics", {}).get("history") or {}),
+               "fuse": fuse_stage(net, feats[:, 0], held, recipe)}
+    stages = start.card.get("recipe", {}).get("stages", {})
+    card = _card(recipe, net, train, val, history, stages, {"fuse_from": start.model_id})
+    save_bundle(out, card, net.state_dict())
+    t = time.perf_counter()
+    report = calibrate(load_bundle(out), recipe, train, held, val)
+    card["timings"].update(calibrate_s=round(time.perf_counter() - t, 1),
+                           total_s=round(time.perf_counter() - started, 1))
+    card.update(thresholds=report["thresholds"], calibration=report)
+    save_bundle(out, card, net.state_dict())
+    return card
+
+
+def _description(net: EmbeddingNet) -> str:
+    text = "EfficientNet-Lite0 + GeM, angular loss (N-pair + angular): a copy head with its own fine-tuned last stage"
+    spec = net.config.fuse.get("copy")
+    if spec:
+        shared = f"a {spec['dim']}-d PCA of" if spec.get("dim") else "the unprojected"
+        text += (f", fused with {shared} the ImageNet trunk's GeM feature (weight {spec['weight']:g} "
+                 f"on the fine-tuned part),")
+    return text + " and a semantic projection over the frozen ImageNet trunk"
+
+
 def _card(recipe, net, train, val, history, stages, timings) -> dict:
     return {
         "name": recipe.name,
         "version": _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d%H%M%S"),
-        "description": "EfficientNet-Lite0 + GeM, angular loss (N-pair + angular): a copy head with "
-                       "its own fine-tuned last stage and a semantic projection over the frozen "
-                       "ImageNet trunk",
+        "description": _description(net),
         "architecture": net.config.to_dict(),
         "input": {"size": recipe.input_size, "resize": "squash", "mean": [127.0] * 3,
                   "std": [128.0] * 3, "colour": "RGB", "range": "0-255"},

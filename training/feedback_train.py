@@ -343,12 +343,18 @@ def _train(net: EmbeddingNet, views: torch.Tensor, n_reviewed: int, pairs: list,
         module, groups = head, [{"params": list(head.parameters()), "lr": cfg.lr}]
         features = lambda rows, cols: feats[rows, cols]  # noqa: E731
 
+    # A fused copy head (engine.network: fuse) is compared through its fused vector, so the
+    # loss sees that; the shared part is frozen and computed once per view.
+    shared = (pooled_features(net, views.flatten(0, 1)).view(*views.shape[:2], -1)
+              if "copy" in net.fusions else None)
+
     def step_loss(gen: torch.Generator) -> torch.Tensor:
         module.train()
         freeze_batchnorm(module)
         rows, cols = _batch(gen, n_reviewed, n_lib, k, positives, negatives, config)
         labels = torch.arange(len(rows) // 2).repeat_interleave(2)
-        return loss_fn(head(features(rows, cols)), labels)
+        own = head(features(rows, cols))
+        return loss_fn(own if shared is None else net.fused("copy", own, shared[rows, cols]), labels)
 
     return optimise(module, groups, step_loss, cfg, None, progress, "learning from your decisions")
 

@@ -36,7 +36,7 @@ def albums(tmp_path):
         if n % 10 == 0:    # exact copy of a photo of the first album
             path.write_bytes((first / f"a{n % FIRST:03d}.jpg").read_bytes())
         elif n % 10 == 1:  # near copy
-            save_jpeg(recompress(photo(n % FIRST, (96, 72)), 35), path)
+            save_jpeg(recompress(photo(n % FIRST, (96, 72)), 70), path)
         else:
             save_jpeg(photo(1000 + n, (96, 72)), path)
     return first, second

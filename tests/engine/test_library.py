@@ -194,8 +194,22 @@ def test_folders_are_remembered_and_removing_one_forgets_its_photos(lib, photos,
         lib.add_folder(photos / "p0.jpg")
 
 
-def test_identical_heads_are_stored_and_indexed_once(lib, photos):
-    # the default model's two heads are the same pooled feature: one vector, one index
+def test_each_head_of_the_default_model_is_stored_at_its_own_size(lib, photos):
+    lib.scan([photos])
+    dims = {head: lib.bundle.head_dim(head) for head in lib.bundle.heads}
+    assert lib.bundle.stored_heads == lib.bundle.heads
+    for head, dim in dims.items():
+        hashes, matrix = lib.catalog.embeddings(lib.model_id, head)
+        assert len(hashes) == 4 and matrix.shape == (4, dim) and lib._index(head).dim == dim
+
+
+def test_identical_heads_are_stored_and_indexed_once(tmp_path, pretrained_embedder, photos):
+    # the pretrained bundle's two heads are the same pooled feature: one vector, one index
+    with Library(tmp_path / "lib", embedder=pretrained_embedder) as lib:
+        _identical_heads_once(lib, photos)
+
+
+def _identical_heads_once(lib, photos):
     assert lib.bundle.stored_heads == ["copy"] and lib.bundle.storage_head("semantic") == "copy"
     lib.scan([photos])
     rows = lib.catalog._conn.execute("SELECT head, COUNT(*) FROM embeddings GROUP BY head").fetchall()
@@ -206,7 +220,8 @@ def test_identical_heads_are_stored_and_indexed_once(lib, photos):
     assert [m.similarity for m in found] == [m.similarity for m in lib.similar(photos / "p0.jpg", k=3)]
 
 
-def test_vectors_an_earlier_version_kept_for_an_identical_head_are_dropped(tmp_path, embedder, photos):
+def test_vectors_an_earlier_version_kept_for_an_identical_head_are_dropped(tmp_path, pretrained_embedder, photos):
+    embedder = pretrained_embedder
     with Library(tmp_path / "lib", embedder=embedder) as first:
         first.scan([photos])
         hashes, matrix = first.catalog.embeddings(first.model_id, "copy")
@@ -226,9 +241,10 @@ def test_vectors_an_earlier_version_kept_for_an_identical_head_are_dropped(tmp_p
         assert (report.unchanged, report.embedded) == (4, 0)
 
 
-def test_duplicate_heads_are_dropped_once_per_model(tmp_path, embedder, photos, monkeypatch):
+def test_duplicate_heads_are_dropped_once_per_model(tmp_path, pretrained_embedder, photos, monkeypatch):
     from engine.catalog import Catalog
 
+    embedder = pretrained_embedder
     with Library(tmp_path / "lib", embedder=embedder) as first:
         first.scan([photos])
     drops = []

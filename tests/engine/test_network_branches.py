@@ -75,3 +75,69 @@ def test_bundle_round_trip_keeps_the_branch(tmp_path):
         want = n(x)
     for head in ("copy", "semantic"):
         np.testing.assert_allclose(got[head], want[head].numpy(), atol=1e-5)
+
+
+# ---- fused heads: [√w · own, √(1 − w) · shared] ------------------------------------------------
+
+def fused_net(weight=0.3, dim=32, seed=0):
+    torch.manual_seed(seed)
+    n = EmbeddingNet(NetworkConfig(heads={"copy": 16, "semantic": 8}, branches={"copy": 1},
+                                   fuse={"copy": {"weight": weight, "dim": dim}}))
+    n.reset_branches()
+    with torch.no_grad():
+        for p in n.branches["copy"].parameters():  # the branch differs from the shared top
+            p.add_(0.05 * torch.randn_like(p))
+    return n.eval()
+
+
+@pytest.mark.parametrize("dim", [32, None])
+def test_a_fused_head_scores_the_weighted_sum_of_its_parts_cosines(dim):
+    n = fused_net(0.3, dim)
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        out = n(x)
+        h = n.lower(x)
+        own = torch.nn.functional.normalize(n.heads["copy"](n.branch_features("copy", h)), dim=-1)
+        shared = torch.nn.functional.normalize(n.fusions["copy"](n.upper(h)), dim=-1)
+    assert out["copy"].shape == (4, n.head_dim("copy")) == (4, 16 + (dim or n.feature_dim))
+    assert torch.allclose(out["copy"].norm(dim=1), torch.ones(4), atol=1e-6)
+    want = 0.3 * own @ own.T + 0.7 * shared @ shared.T
+    assert torch.allclose(out["copy"] @ out["copy"].T, want, atol=1e-5)
+    assert out["semantic"].shape == (4, 8)  # other heads are untouched
+    # the weight is read at run time: a second weight gives the other mix
+    n.config.fuse["copy"]["weight"] = 0.6
+    with torch.no_grad():
+        again = n(x)["copy"]
+    assert torch.allclose(again @ again.T, 0.6 * own @ own.T + 0.4 * shared @ shared.T, atol=1e-5)
+
+
+@pytest.mark.parametrize("fuse, message", [({"colour": {"weight": 0.5}}, "does not exist"),
+                                           ({"copy": {"weight": 1.0}}, "between 0 and 1"),
+                                           ({"copy": {"dim": 8}}, "between 0 and 1"),
+                                           ({"copy": {"weight": 0.5, "dim": 5000}}, "1–1280")])
+def test_bad_fusions_are_refused(fuse, message):
+    with pytest.raises(ValueError, match=message):
+        EmbeddingNet(NetworkConfig(heads={"copy": 8}, fuse=fuse))
+
+
+def test_a_fused_bundle_round_trips_and_states_its_dimension(tmp_path):
+    n = fused_net(0.4, 24)
+    card = {"name": "fused", "version": "1", "architecture": n.config.to_dict(),
+            "input": {"size": 64, "mean": [127.0] * 3, "std": [128.0] * 3},
+            "heads": {"copy": {"dim": 40}, "semantic": {"dim": 8}},
+            "thresholds": {"copy": {"near": 0.9}, "semantic": {"similar": 0.6}}}
+    save_bundle(tmp_path / "b", card, n.state_dict(), half=False)
+    bundle = load_bundle(tmp_path / "b")
+    assert bundle.head_dim("copy") == 40 and bundle.stored_heads == ["copy", "semantic"]
+    embedder = Embedder(bundle, device="cpu")
+    images = [imagegen.photo(i, (80, 60)) for i in range(3)]
+    got = embedder.embed_images(images)
+    with torch.no_grad():
+        want = n(embedder.preprocess(images))
+    np.testing.assert_allclose(got["copy"], want["copy"].numpy(), atol=1e-5)
+    # a card whose stated size disagrees with its architecture is refused, naming the card
+    card["heads"]["copy"]["dim"] = 16
+    save_bundle(tmp_path / "c", card, n.state_dict(), half=False)
+    from engine.errors import ModelBundleError
+    with pytest.raises(ModelBundleError, match=r"card\.json.*'copy' is 16-d in the card but 40-d"):
+        load_bundle(tmp_path / "c").build_network()

@@ -10,7 +10,7 @@ from engine.embedding import Embedder
 from engine.errors import Cancelled
 from engine.model_bundle import load_bundle
 from tests import imagegen
-from training.build import ModelRecipe, build, training_folders
+from training.build import ModelRecipe, build, fit_fusion_map, fuse_from, training_folders
 from training.cached import embed_activations, pooled_features, view_activations
 from training.cached_train import StageConfig, train_copy_branch, train_projection, whitening_init
 from training.evaluate import map_at_r
@@ -165,3 +165,69 @@ def test_build_writes_a_calibrated_bundle_the_engine_loads_and_reuses_caches(cal
     assert again["metrics"]["history"]["copy"] == card["metrics"]["history"]["copy"]
     build(tiny_recipe(copy_views=3), caltech, tmp_path / "bundle3", work)
     assert len(list(work.iterdir())) == 6  # a changed recipe gets its own views and copy stage
+
+
+def test_fusion_map_is_the_uncentred_pca_of_unit_features():
+    gen = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(12, 12, generator=gen))[0]
+    spread = torch.tensor([5.0, 3.0, 2.0] + [0.1] * 9)
+    feats = (torch.randn(400, 12, generator=gen) * spread) @ basis.T + 0.3
+    layer = torch.nn.Linear(12, 3, bias=False)
+    fit_fusion_map(layer, feats)
+    w = layer.weight.detach().double()
+    assert torch.allclose(w @ w.T, torch.eye(3, dtype=torch.float64), atol=1e-5)  # orthonormal rows
+    x = torch.nn.functional.normalize(feats.double(), dim=-1)
+    vals, vecs = torch.linalg.eigh(x.T @ x / len(x))
+    top = vecs[:, -3:]  # the three largest directions of the second moment (not centred)
+    assert torch.allclose(top @ top.T, w.T @ w, atol=1e-4)  # the same subspace
+
+
+def test_build_with_fusion_picks_the_weight_on_held_out_photos_and_fuse_from_matches_it(caltech, tmp_path):
+    work = tmp_path / "work"
+    recipe = tiny_recipe(fuse={"copy": {"dim": 8, "weights": [0.6, 0.3]}})
+    card = build(recipe, caltech, tmp_path / "fused", work)
+    rows = card["metrics"]["history"]["fuse"]
+    assert [r["weight"] for r in rows] == [0.3, 0.6]  # tried in ascending order
+    best = max(rows, key=lambda r: r["score"])["weight"]
+    assert [r.get("chosen", False) for r in rows] == [r["weight"] == best for r in rows]
+    assert card["architecture"]["fuse"] == {"copy": {"weight": best, "dim": 8}}
+    assert card["heads"]["copy"]["dim"] == 24 and "fused with a 8-d PCA" in card["description"]
+    bundle = load_bundle(tmp_path / "fused")
+    vec = Embedder(bundle, device="cpu").embed_images([imagegen.photo(1, (70, 50))])
+    assert vec["copy"].shape == (1, 24) and np.allclose(np.linalg.norm(vec["copy"], axis=1), 1, atol=1e-4)
+    assert set(card["thresholds"]) == {"copy", "semantic"}
+    # The same stages without fusion, then only the fusion over that bundle: the same weights.
+    plain = build(tiny_recipe(), caltech, tmp_path / "plain", work)
+    assert "fuse" not in plain["metrics"]["history"] and plain["architecture"]["fuse"] == {}
+    again = fuse_from(load_bundle(tmp_path / "plain"), recipe, caltech, tmp_path / "again", work)
+    assert again["architecture"] == card["architecture"]
+    # (the plain bundle's weights went through fp16 on disk: scores agree to ~1e-4)
+    assert [(r["weight"], pytest.approx(r["score"], abs=2e-3)) for r in rows] == \
+        [(r["weight"], r["score"]) for r in again["metrics"]["history"]["fuse"]]
+    assert again["timings"]["fuse_from"] == load_bundle(tmp_path / "plain").model_id
+    a = load_bundle(tmp_path / "fused").build_network().state_dict()
+    b = load_bundle(tmp_path / "again").build_network().state_dict()
+    assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
+    with pytest.raises(ValueError, match="no 'fuse' stage"):
+        fuse_from(load_bundle(tmp_path / "plain"), tiny_recipe(), caltech, tmp_path / "x", work)
+
+
+def test_fusion_keeps_the_smallest_weight_within_the_tolerance_of_the_best():
+    from engine.network import EmbeddingNet, NetworkConfig
+    from training.build import fuse_stage
+
+    net = EmbeddingNet(NetworkConfig(heads={"copy": 8, "semantic": 8}, branches={"copy": 1},
+                                     fuse={"copy": {"weight": 0.5, "dim": 4}})).eval()
+    scores = {0.2: 0.90, 0.4: 0.955, 0.6: 0.958, 0.8: 0.959}
+
+    class Held:  # held-out micro-AP as a function of the weight being tried
+        def copy_score(self, n):
+            return scores[n.config.fuse["copy"]["weight"]]
+
+    feats = torch.randn(20, net.feature_dim)
+    for tolerance, want in ((0.0, 0.8), (0.002, 0.6), (0.005, 0.4), (0.1, 0.2)):
+        recipe = ModelRecipe(fuse={"copy": {"dim": 4, "weights": [0.8, 0.2, 0.6, 0.4], "tolerance": tolerance}})
+        rows = fuse_stage(net, feats, Held(), recipe)
+        assert [r["weight"] for r in rows] == [0.2, 0.4, 0.6, 0.8]
+        assert net.config.fuse["copy"]["weight"] == want
+        assert [r["weight"] for r in rows if r.get("chosen")] == [want]
