@@ -331,8 +331,8 @@ def _description(net: EmbeddingNet) -> str:
     text = "EfficientNet-Lite0 + GeM, angular loss (N-pair + angular): a copy head with its own fine-tuned last stage"
     spec = net.config.fuse.get("copy")
     if spec:
-        shared = f"a {spec['dim']}-d PCA of" if spec.get("dim") else "the unprojected"
-        text += (f", fused with {shared} the ImageNet trunk's GeM feature (weight {spec['weight']:g} "
+        shared = f"a {spec['dim']}-d PCA of the" if spec.get("dim") else "the"
+        text += (f", fused with {shared} ImageNet trunk's GeM feature (weight {spec['weight']:g} "
                  f"on the fine-tuned part),")
     return text + " and a semantic projection over the frozen ImageNet trunk"
 
