@@ -591,11 +591,11 @@ def print_bytes(results: list[dict], catalog: dict, default: dict | None = None)
           f"photo in the catalog (8-bit codes and a scale per head), and each index stores its "
           f"head's codes again.")
     if default:
-        print(f"\nThe pretrained default (one {default['dim']}-d vector per photo: its two heads "
-              f"are identical and stored once): index {default['index_bytes_per_photo']:,.0f} + "
-              f"catalog {default['catalog_bytes_per_photo']:,.0f} = "
-              f"{default['total_bytes_per_photo']:,.0f} bytes per photo "
-              f"({default['rows']:,} photos measured).")
+        dims = " + ".join(f"{head} {dim}" for head, dim in default["dims"].items())
+        print(f"\nThe default model {default['model']} (stored dims: {dims}; identical heads once): "
+              f"index {default['index_bytes_per_photo']:,.0f} + catalog "
+              f"{default['catalog_bytes_per_photo']:,.0f} = {default['total_bytes_per_photo']:,.0f} "
+              f"bytes per photo ({default['rows']:,} photos measured).")
 
 
 # ---- main -----------------------------------------------------------------------------------

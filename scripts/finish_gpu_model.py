@@ -1,7 +1,7 @@
 """Turn a GPU run's weights (training/gpu_build.py, via scripts/gpu_session.sh) into a bundle.
 
     .venv/bin/python scripts/finish_gpu_model.py --run /work/.device/.../files \\
-        --name lookalike-angular-v2                     # → resources/models/lookalike-angular-v2/
+        --name lookalike-angular-v3                     # → resources/models/lookalike-angular-v3/
 
 Reads ``gpu-model.safetensors`` and ``gpu-model.json`` from ``--run``, checks the weights
 against the architecture the run reports, writes the bundle (fp16 safetensors + card with the
@@ -74,7 +74,7 @@ def card_for(report: dict, net: EmbeddingNet, name: str, start_card: dict) -> di
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="folder with gpu-model.safetensors and gpu-model.json")
-    parser.add_argument("--name", default="lookalike-angular-v2")
+    parser.add_argument("--name", default="lookalike-angular-v3")  # v2 is the shipped fused default
     parser.add_argument("--out", help="bundle folder (default resources/models/NAME)")
     parser.add_argument("--recipe", default=str(ROOT / "resources/recipes/default-model.json"),
                         help="split, calibration photos and near_precision")

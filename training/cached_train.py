@@ -123,9 +123,16 @@ def branch_groups(net: EmbeddingNet, cfg: StageConfig, head: str = "copy") -> tu
 
 def train_copy_branch(net: EmbeddingNet, acts: torch.Tensor, cfg: StageConfig,
                       validate: Callable[[], float] | None = None,
-                      progress: ProgressCallback = null_progress) -> list[dict]:
-    """Train ``net.branches['copy']`` and ``net.heads['copy']`` on (N, K, C, h, w) cached views."""
+                      progress: ProgressCallback = null_progress,
+                      shared: torch.Tensor | None = None) -> list[dict]:
+    """Train ``net.branches['copy']`` and ``net.heads['copy']`` on (N, K, C, h, w) cached views.
+
+    With ``shared`` (N, K, D: the frozen shared top's pooled feature of every view) and a
+    fused copy head, the loss is put on the fused vector, so the branch learns what adds to
+    the pretrained feature rather than what replaces it."""
     n, k = acts.shape[:2]
+    if shared is not None and ("copy" not in net.fusions or shared.shape[:2] != (n, k)):
+        raise ValueError("shared features need a fused copy head and one row per cached view")
     if k < 2 or n < 2:
         raise ValueError(f"copy training needs ≥2 photos with ≥2 views each, got {n}×{k}")
     branch, head = net.branches["copy"], net.heads["copy"]
@@ -141,8 +148,11 @@ def train_copy_branch(net: EmbeddingNet, acts: torch.Tensor, cfg: StageConfig,
         first = torch.randint(k, (p,), generator=gen)
         second = (first + torch.randint(1, k, (p,), generator=gen)) % k  # a different view
         views = torch.stack([first, second], 1).reshape(-1)
-        x = acts[photos.repeat_interleave(2), views].float().contiguous(memory_format=torch.channels_last)
+        rows = photos.repeat_interleave(2)
+        x = acts[rows, views].float().contiguous(memory_format=torch.channels_last)
         emb = head(branch(x))
+        if shared is not None:
+            emb = net.fused("copy", emb, shared[rows, views])
         return loss_fn(emb, labels)
 
     return optimise(module, groups, step_loss, cfg, validate, progress, "copy branch")

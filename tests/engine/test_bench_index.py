@@ -112,3 +112,19 @@ def test_real_embeddings_are_drawn_from_both_splits_evenly(tmp_path):
     picked = pick(tmp_path, 8)
     assert len(picked) == len(set(picked)) == 8
     assert sorted(p.parent.name for p in picked) == ["a", "a", "b", "b", "c", "c", "d", "d"]
+
+
+def test_the_default_models_storage_is_measured_at_each_stored_heads_size(capsys):
+    from benchmarks import bench_index
+
+    from engine.model_bundle import load_bundle
+
+    bundle = load_bundle()
+    d = bench_index.measure_default_model(300)
+    assert d["dims"] == {h: bundle.head_dim(h) for h in bundle.stored_heads} and d["model"] == bundle.model_id
+    assert d["total_bytes_per_photo"] == d["index_bytes_per_photo"] + d["catalog_bytes_per_photo"]
+    # each stored vector is at least its 8-bit codes in the index and again in the catalog
+    assert d["index_bytes_per_photo"] > sum(d["dims"].values())
+    assert d["catalog_bytes_per_photo"] > sum(dim + 4 for dim in d["dims"].values())
+    bench_index.print_bytes([], bench_index.measure_catalog(50, 16), d)
+    assert f"The default model {bundle.model_id}" in capsys.readouterr().out

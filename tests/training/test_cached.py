@@ -231,3 +231,32 @@ def test_fusion_keeps_the_smallest_weight_within_the_tolerance_of_the_best():
         assert [r["weight"] for r in rows] == [0.2, 0.4, 0.6, 0.8]
         assert net.config.fuse["copy"]["weight"] == want
         assert [r["weight"] for r in rows if r.get("chosen")] == [want]
+
+
+def test_copy_branch_can_learn_through_the_fused_vector():
+    from training.build import ModelRecipe as Recipe, with_fusion
+
+    torch.manual_seed(1)
+    plain = build_model(ModelConfig(heads={"copy": 32, "semantic": 16}, branches={"copy": 1},
+                                    trunk_policy="frozen")).eval()
+    net = with_fusion(plain, Recipe(fuse={"copy": {"dim": 24, "weights": [0.4]}}))
+    rng = random.Random(0)
+    base = images(24, (64, 64))
+    turned = [img.rotate(90 * rng.randint(1, 3)) for img in base]
+    acts = view_activations(net, (base + turned).__getitem__, 48, 1, None, 48)[:, 0]
+    views = torch.stack([acts[:24], acts[24:]], 1)
+    shared = pooled_features(net, views.flatten(0, 1)).view(24, 2, -1)
+    fusion_before = net.fusions["copy"].weight.clone()
+
+    def score():  # on the fused vectors the engine compares
+        a, b = embed_activations(net, views[:, 0], "copy"), embed_activations(net, views[:, 1], "copy")
+        return float((a * b).sum(1).mean() - (a @ b.T).mean())
+    before = score()
+    train_copy_branch(net, views, StageConfig(steps=30, batch=12, lr=3e-3, warmup=3, eval_every=10), score,
+                      shared=shared)
+    assert score() > before + 0.02
+    assert torch.equal(net.fusions["copy"].weight, fusion_before)  # the pretrained part stays
+    with pytest.raises(ValueError, match="one row per cached view"):
+        train_copy_branch(net, views, StageConfig(steps=1, batch=4), shared=shared[:10])
+    with pytest.raises(ValueError, match="fused copy head"):
+        train_copy_branch(plain, views, StageConfig(steps=1, batch=4), shared=shared)
