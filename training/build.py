@@ -14,10 +14,12 @@
 5. Both keep their best state on the held-out classes (copy micro-AP on the evaluation's
    edit families, semantic MAP@R).
 6. ``fuse`` (optional): the ``copy`` head is fused with the frozen ImageNet top's feature
-   (``engine.network``: ``fuse``), through a PCA of the training photos' pooled features; the
-   weight of the trained part is the smallest of ``fuse.copy.weights`` whose held-out
-   micro-AP is within ``fuse.copy.tolerance`` of the best. Then the bundle is written and its thresholds calibrated with the engine's own
-   ``Embedder`` on held-out photos.
+   (``engine.network``: ``fuse``), whole or through a PCA of the training photos' pooled
+   features (``dim``); the weight of the trained part is the smallest of
+   ``fuse.copy.weights`` whose held-out micro-AP is within ``fuse.copy.tolerance`` of the
+   best (the default recipe fixes one weight: docs/model-card.md says why).
+7. The bundle is written and its thresholds calibrated with the engine's own ``Embedder`` on
+   held-out photos.
 
 Intermediate caches go to ``work`` so a second run (or the benchmark) reuses them.
 """
