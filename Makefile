@@ -76,8 +76,8 @@ bench-training: $(STAMP)
 
 # Train the default model (resources/recipes/default-model.json: the angular-loss copy and
 # semantic heads, then the copy head fused with the pretrained feature) on the Caltech-101 train
-# classes into resources/models/lookalike-angular-v2 and make it the default: about 50 min on
-# 2 CPU cores (needs ../shared/datasets).
+# classes into resources/models/lookalike-angular-v2 and make it the default: about 20 min on
+# 2 quiet CPU cores (needs ../shared/datasets).
 model: $(STAMP)
 	$(PY) scripts/build_model.py --default
 
