@@ -134,11 +134,6 @@ def _remove_surplus(folder: Path, surplus) -> None:
 
 
 # ---- populating: a real scan with a stand-in embedder ------------------------------------------
-def head_dim(bundle: ModelBundle, head: str) -> int:
-    """A head's vector length, as the library reads it from the card."""
-    return bundle.head_dim(head)
-
-
 def unit_vector(content_hash: str, head: str, dim: int) -> np.ndarray:
     """A random unit vector fixed by ``content_hash`` and ``head``."""
     digest = hashlib.blake2b(f"{head}:{content_hash}".encode(), digest_size=8).digest()
@@ -157,7 +152,7 @@ class StandInEmbedder:
 
     def __init__(self, bundle: ModelBundle):
         self.bundle = bundle
-        self.dims = {head: head_dim(bundle, head) for head in bundle.heads}
+        self.dims = {head: bundle.head_dim(head) for head in bundle.heads}
         self.calls = 0
 
     model_id = property(lambda self: self.bundle.model_id)

@@ -331,7 +331,7 @@ class Library:
             hashes, matrix = self.catalog.embeddings(self.model_id, head)
         rows = [i for i, h in enumerate(hashes) if h in reps]
         kept = [hashes[i] for i in rows]
-        vectors = matrix[rows] if rows else np.zeros((0, self.embedder_dim(head)), np.float32)
+        vectors = matrix[rows] if rows else np.zeros((0, self.bundle.head_dim(head)), np.float32)
         if len(vectors):  # 8-bit storage leaves norms 1 ± ~2e-3: exact unit cosines again
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         vectors.setflags(write=False)  # shared by callers: nobody may change it in place
@@ -344,13 +344,10 @@ class Library:
         with self.catalog.snapshot():
             stamp = self.catalog.content_stamp()
             ids, _, vectors = self._wanted(head)
-        index = VectorIndex(self.embedder_dim(head), model_id=self.model_id, head=head)
+        index = VectorIndex(self.bundle.head_dim(head), model_id=self.model_id, head=head)
         if ids:
             index.add(ids, vectors)
         return index, stamp
-
-    def embedder_dim(self, head: str) -> int:
-        return self.bundle.head_dim(head)
 
     def _save(self, head: str, index: VectorIndex, stamp: int) -> None:
         """Index file first, then the stamp saying which catalog content it holds: a crash in

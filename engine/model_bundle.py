@@ -62,17 +62,11 @@ class ModelBundle:
     def head_dim(self, head: str) -> int:
         """Length of ``head``'s vectors: as the card states it (``build_network`` checks it
         against the architecture), else from projection sizes the architecture names."""
-        stated = (self.card.get("heads") or {}).get(head) or {}
-        if "dim" in stated:
-            try:
-                return int(stated["dim"])
-            except (TypeError, ValueError) as exc:
-                raise ModelBundleError(self.path / CARD, f"head '{head}' has no valid dimension") from exc
-        config = self.network_config
-        own, fuse = config.heads.get(head), config.fuse.get(head)
-        if own and (fuse is None or fuse.get("dim")):
-            return int(own) + int(fuse["dim"] if fuse else 0)
-        raise ModelBundleError(self.path / CARD, f"no dimension for head '{head}'")
+        stated = ((self.card.get("heads") or {}).get(head) or {}).get("dim")
+        try:
+            return int(stated) if stated is not None else self.network_config.head_dim(head)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelBundleError(self.path / CARD, f"no valid dimension for head '{head}' ({exc})") from exc
 
     def storage_head(self, head: str) -> str:
         """The head whose stored vectors and index ``head`` uses. Heads with no projection and
@@ -117,9 +111,9 @@ class ModelBundle:
             raise ModelBundleError(self.path / WEIGHTS,
                                    f"weights do not fit the card's architecture: {shown}")
         net.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
-        stated = {h: (self.card.get("heads") or {}).get(h, {}).get("dim") for h in self.heads}
-        wrong = [f"'{h}' is {stated[h]}-d in the card but {net.head_dim(h)}-d in the architecture"
-                 for h in self.heads if stated[h] is not None and self.head_dim(h) != net.head_dim(h)]
+        stated = self.card.get("heads") or {}
+        wrong = [f"'{h}' is {self.head_dim(h)}-d in the card but {net.head_dim(h)}-d in the architecture"
+                 for h in self.heads if "dim" in (stated.get(h) or {}) and self.head_dim(h) != net.head_dim(h)]
         if wrong:
             raise ModelBundleError(self.path / CARD, "; ".join(wrong))
         return net.eval()

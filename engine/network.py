@@ -59,6 +59,16 @@ class NetworkConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def head_dim(self, head: str, width: int | None = None) -> int:
+        """Length of ``head``'s vectors: its projection (``width``, the trunk's pooled feature
+        size, where it has none) plus its fused part's. Raises ValueError when that needs the
+        width and none is given."""
+        fuse = self.fuse.get(head)
+        parts = [self.heads[head]] + ([fuse.get("dim")] if fuse is not None else [])
+        if width is None and any(not d for d in parts):
+            raise ValueError(f"the length of head '{head}' depends on the trunk's feature size")
+        return sum(int(d or width) for d in parts)
+
     @classmethod
     def from_dict(cls, data: dict) -> "NetworkConfig":
         known = {k: data[k] for k in ("trunk", "gem_p", "learn_gem_p", "heads", "branches", "fuse")
@@ -120,10 +130,7 @@ class EmbeddingNet(nn.Module):
             self.branches[name] = Branch(self.trunk, int(n), self.pool)
 
     def head_dim(self, head: str) -> int:
-        own = self.config.heads[head] or self.feature_dim
-        if head not in self.config.fuse:
-            return own
-        return own + int(self.config.fuse[head].get("dim") or self.feature_dim)
+        return self.config.head_dim(head, self.feature_dim)
 
     def fused(self, head: str, own: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
         """``head``'s vector from its own projected output and the shared top's pooled feature
@@ -161,13 +168,9 @@ class EmbeddingNet(nn.Module):
         shared = None
         out = {}
         for name in names:
-            if name in self.branches:
-                feats = self.branch_features(name, h)
-            else:
-                shared = self.upper(h) if shared is None else shared
-                feats = shared
-            if name in self.fusions:
-                shared = self.upper(h) if shared is None else shared
+            if shared is None and (name not in self.branches or name in self.fusions):
+                shared = self.upper(h)
+            feats = self.branch_features(name, h) if name in self.branches else shared
             out[name] = self.fused(name, self.heads[name](feats), shared)
         return out
 

@@ -193,16 +193,22 @@ def build(recipe: ModelRecipe, dataset: Path, out: Path, work: Path,
     timings["copy_s"] = round(time.perf_counter() - t, 1)
     history = {"semantic": sem_history, "copy": copy_history}
     if recipe.fuse:  # after the copy stage, whose best step is chosen on the copy head alone
-        net = with_fusion(net, recipe)
-        history["fuse"] = fuse_stage(net, feats[:, 0], held, recipe)
+        net, history["fuse"] = fused_network(net, feats, held, recipe)
     card = _card(recipe, net, train, val, history,
                  {"semantic": sem_cfg.to_dict(), "copy": copy_cfg.to_dict()}, timings)
-    save_bundle(out, card, net.state_dict())  # calibration reads it back as the engine will
+    return _save_calibrated(out, card, net, recipe, train, held, val, started)
+
+
+def _save_calibrated(out: Path, card: dict, net: EmbeddingNet, recipe: ModelRecipe, train: LabeledFolder,
+                     held: HeldOut, val: LabeledFolder, started: float) -> dict:
+    """Write the bundle, calibrate it as the engine reads it back, write it again with the
+    thresholds (and the calibration and total times in ``card["timings"]``)."""
+    save_bundle(out, card, net.state_dict())
     t = time.perf_counter()
     report = calibrate(load_bundle(out), recipe, train, held, val)
-    timings["calibrate_s"] = round(time.perf_counter() - t, 1)
-    timings["total_s"] = round(time.perf_counter() - started, 1)
-    card.update(thresholds=report["thresholds"], calibration=report, timings=timings)
+    card["timings"].update(calibrate_s=round(time.perf_counter() - t, 1),
+                           total_s=round(time.perf_counter() - started, 1))
+    card.update(thresholds=report["thresholds"], calibration=report)
     save_bundle(out, card, net.state_dict())
     return card
 
@@ -236,6 +242,15 @@ def with_fusion(net: EmbeddingNet, recipe: ModelRecipe) -> EmbeddingNet:
     if unexpected or any(not k.startswith("fusions.") for k in missing):
         raise ValueError(f"cannot add fusion to this network ({missing[:3]}, {unexpected[:3]})")
     return fused.eval()
+
+
+def fused_network(net: EmbeddingNet, feats: torch.Tensor, held: HeldOut,
+                  recipe: ModelRecipe) -> tuple[EmbeddingNet, list[dict]]:
+    """The recipe's fusion stage over a network whose heads are trained: ``net`` with its
+    fused heads, fitted on ``feats`` ((N, 2, D) ``semantic_features``: each photo's own view)
+    and weighted on the held-out photos, and the stage's history."""
+    net = with_fusion(net, recipe)
+    return net, fuse_stage(net, feats[:, 0], held, recipe)
 
 
 def fit_fusion_map(layer: nn.Module, feats: torch.Tensor) -> None:
@@ -314,19 +329,11 @@ def fuse_from(start, recipe: ModelRecipe, dataset: Path, out: Path, work: Path,
     net = start.build_network().float()
     held = HeldOut(net, val, recipe, work)
     feats = semantic_features(net, train, recipe, work, progress)
-    net = with_fusion(net, recipe)
-    history = {**(start.card.get("metrics", {}).get("history") or {}),
-               "fuse": fuse_stage(net, feats[:, 0], held, recipe)}
+    net, fuse_history = fused_network(net, feats, held, recipe)
+    history = {**(start.card.get("metrics", {}).get("history") or {}), "fuse": fuse_history}
     stages = start.card.get("recipe", {}).get("stages", {})
     card = _card(recipe, net, train, val, history, stages, {"fuse_from": start.model_id})
-    save_bundle(out, card, net.state_dict())
-    t = time.perf_counter()
-    report = calibrate(load_bundle(out), recipe, train, held, val)
-    card["timings"].update(calibrate_s=round(time.perf_counter() - t, 1),
-                           total_s=round(time.perf_counter() - started, 1))
-    card.update(thresholds=report["thresholds"], calibration=report)
-    save_bundle(out, card, net.state_dict())
-    return card
+    return _save_calibrated(out, card, net, recipe, train, held, val, started)
 
 
 def _description(net: EmbeddingNet) -> str:

@@ -141,3 +141,16 @@ def test_a_fused_bundle_round_trips_and_states_its_dimension(tmp_path):
     from engine.errors import ModelBundleError
     with pytest.raises(ModelBundleError, match=r"card\.json.*'copy' is 16-d in the card but 40-d"):
         load_bundle(tmp_path / "c").build_network()
+
+
+def test_a_heads_length_comes_from_the_architecture_where_the_card_does_not_say_it(tmp_path):
+    config = NetworkConfig(heads={"copy": 16, "semantic": None}, fuse={"copy": {"weight": 0.5, "dim": 8}})
+    assert config.head_dim("copy") == 24 and config.head_dim("semantic", 1280) == 1280
+    with pytest.raises(ValueError, match="trunk's feature size"):
+        config.head_dim("semantic")
+    n = fused_net(0.5, 8)
+    card = {"name": "nodims", "version": "1", "architecture": n.config.to_dict(),
+            "input": {"size": 64, "mean": [127.0] * 3, "std": [128.0] * 3}}
+    save_bundle(tmp_path / "b", card, n.state_dict(), half=False)
+    bundle = load_bundle(tmp_path / "b")
+    assert bundle.head_dim("copy") == 24 == bundle.build_network().head_dim("copy")
