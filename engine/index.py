@@ -421,6 +421,21 @@ def rescored_query(index: VectorIndex, vector: np.ndarray, k: int,
         want = min(2 * want, total)
 
 
+def expanded_queries(queries: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """Average query expansion (Chum et al., "Total Recall", ICCV 2007): each query becomes the
+    unit-length sum of itself and its nearest neighbours' vectors, all taken at unit length.
+
+    ``queries`` (n, d), ``neighbours`` (n, k, d). Searching again with the result ranks the
+    photos that resemble the query's closest look-alikes too, which puts more of the query's
+    kind of photo first (find-similar; ``engine.library.QUERY_EXPANSION``).
+    """
+    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)  # noqa: E731
+    q, nb = np.asarray(queries, np.float64), np.asarray(neighbours, np.float64)
+    if q.ndim != 2 or nb.ndim != 3 or nb.shape[0] != q.shape[0] or nb.shape[2] != q.shape[1]:
+        raise ValueError(f"need queries (n, d) and neighbours (n, k, d), got {q.shape} and {nb.shape}")
+    return unit(unit(q) + unit(nb).sum(1)).astype(np.float32)
+
+
 def _empty(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
     return np.empty((rows, cols), dtype=np.int64), np.empty((rows, cols), dtype=np.float32)
 

@@ -22,7 +22,7 @@ from engine.embedding import Embedder
 from engine.errors import LookalikeError
 from engine.grouping import group_neighbours, rescore_neighbours
 from engine.feedback import FeedbackStore
-from engine.index import VectorIndex, remove_stale_temps, rescored_query
+from engine.index import VectorIndex, expanded_queries, remove_stale_temps, rescored_query
 from engine.ingest import Ingester
 from engine.keeper import Candidate
 from engine.keeper_advisor import KeeperAdvisor
@@ -39,6 +39,14 @@ LEVELS = ("exact", "near", "similar", "moment")
 _LEVEL_HEAD = {"near": ("copy", "near"), "similar": ("semantic", "similar"),
                "moment": ("semantic", "similar")}
 NEIGHBOURS = 32
+# Find-similar on the semantic head searches twice: the second time with the photo's vector
+# averaged with its 2 closest look-alikes' (``expanded_queries``). 2 is the largest number that
+# keeps Recall@1 on the held-out training classes (1.0 at 1 and 2, 0.996 at 3); on the
+# Caltech-101 test classes it lifts MAP@R from 0.7685 to 0.809 at the same Recall@1 (0.959).
+# The copy head does not expand: a copy's neighbours are other copies or look-alikes, and
+# averaging them in would rank look-alikes of look-alikes among the copies.
+QUERY_EXPANSION = {"semantic": 2}
+_SHOWN_AS_ONE = 0.99995  # a cosine shown as 1.0000: the same picture (vectors are stored in fp16)
 ACTIVE_MODEL = "active-model"   # file in the library folder: the model learned from feedback
 
 
@@ -546,8 +554,19 @@ class Library:
                 self._shot_scores[f.content_hash] = score
         return score
 
-    def similar(self, image: str | Path, k: int = 10, head: str = "semantic") -> list[Match]:
-        """The ``k`` photos most like ``image`` (in the library or any file), best first."""
+    def similar(self, image: str | Path, k: int = 10, head: str = "semantic",
+                expand: int | None = None) -> list[Match]:
+        """The ``k`` photos most like ``image`` (in the library or any file), best first.
+
+        ``expand`` (default ``QUERY_EXPANSION[head]``, 0 for none): the ranking comes from a
+        second search with the photo's vector averaged with its ``expand`` closest other photos'
+        (exact copies of it left out), and each match's ``similarity`` is its cosine to that
+        expanded vector — the number it is ranked by — except that exact copies of the photo
+        (the same content, or a cosine that shows as 1.0000 for an outside photo) are 1 and come first.
+        """
+        expand = QUERY_EXPANSION.get(head, 0) if expand is None else int(expand)
+        if expand < 0:
+            raise ValueError(f"expand must be 0 or more, not {expand}")
         path = normalise(image)
         record = self.catalog.file_by_path(path)
         stored_as = self.bundle.storage_head(head)
@@ -568,6 +587,8 @@ class Library:
                             for label in labels]
 
             labels, sims = rescored_query(index, vector, min(k + 1, len(index)), exact)
+            if expand and len(index):
+                labels, sims = self._expanded(index, vector, record, labels, sims, k, expand, by_id, exact)
             with self.catalog.snapshot():
                 copies = {h: self.catalog.files_with_hash(h)
                           for h in {by_id[label].content_hash for label in labels if label in by_id}}
@@ -578,6 +599,28 @@ class Library:
                 if f.path != path and f.path not in matches:
                     matches[f.path] = Match(f, round(max(-1.0, min(1.0, sim)), 4))
         return sorted(matches.values(), key=lambda m: (-m.similarity, m.file.path))[:k]
+
+    def _expanded(self, index: VectorIndex, vector: np.ndarray, record: FileRecord | None,
+                  labels: list[int], sims: list[float], k: int, expand: int, by_id: dict,
+                  exact) -> tuple[list[int], list[float]]:
+        """``similar``'s second search, with the vector expanded by its ``expand`` closest others."""
+        own = record.content_hash if record else None
+        # the photo's own content (itself, its exact copies; an outside photo's copy in the
+        # library, at a cosine shown as 1) would only weigh the photo twice
+        same = {label for label, sim in zip(labels, sims)
+                if (label in by_id and by_id[label].content_hash == own) or sim >= _SHOWN_AS_ONE}
+        picked = [label for label in labels if label in by_id and label not in same][:expand]
+        if len(picked) < expand and len(labels) < len(index):  # the first search held too few
+            more, more_sims = rescored_query(index, vector, min(k + 2 + 2 * expand, len(index)), exact)
+            same |= {label for label, sim in zip(more, more_sims)
+                     if (label in by_id and by_id[label].content_hash == own) or sim >= _SHOWN_AS_ONE}
+            picked = [label for label in more if label in by_id and label not in same][:expand]
+        found = [v for v in exact(picked) if v is not None]
+        if not found:
+            return labels, sims
+        query = expanded_queries(np.asarray(vector)[None, :], np.stack(found)[None])[0]
+        labels, sims = rescored_query(index, query, min(k + 1, len(index)), exact)
+        return labels, [1.0 if label in same else sim for label, sim in zip(labels, sims)]
 
     def learn_keeper(self) -> KeeperPreference:
         """Learn which copy this person keeps from their same-photo reviews, save it

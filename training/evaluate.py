@@ -8,6 +8,10 @@ Two questions, one head each:
 - **near-duplicate retrieval** (``copy`` head): a transformed copy (``training.families``)
   queries a database of originals plus distractors. Recall@1, mAP, micro-AP over pooled
   (query, database item) pairs (DISC21 / SSCD "uAP"), and the pair threshold at 95 % precision.
+  Database photos that the dataset itself lists as copies of a query's source
+  (``duplicates_found.csv``: near-copies inside Caltech-101, e.g. the same llama photo saved
+  twice) are neither right nor wrong answers for that query: they are left out of its
+  ranking, as Radenović et al. ("Revisiting Oxford and Paris", 2018) leave out "junk" images.
 
 The metric functions are pure numpy on L2-normalised rows (cosine = dot product) and compute
 similarities ``CHUNK`` query rows at a time, so memory stays bounded. Ties: neighbour lists
@@ -16,6 +20,7 @@ negative that ties with a positive ranks before it).
 """
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -30,6 +35,7 @@ from PIL import Image
 
 from engine.decode import read_photo
 from engine.errors import Cancelled, DecodeError, LookalikeError
+from engine.index import expanded_queries
 from engine.parallel import ordered_map
 from engine.progress import ProgressCallback, null_progress, wants_stop
 from training.calibrate import sample_images, threshold_at_precision
@@ -43,17 +49,21 @@ NEAR_PRECISION = 0.95
 CLASS_HEAD, COPY_HEAD = "semantic", "copy"
 BACKGROUND = "BACKGROUND_Google"
 BATCH = 64
+KNOWN_COPIES = "duplicates_found.csv"
 
 
 # ---- class retrieval ------------------------------------------------------------------------
 
-def _neighbours(emb: np.ndarray, k: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Per chunk of rows: (rows, indices of their min(k, n-1) most similar *other* rows, best first)."""
+def _neighbours(emb: np.ndarray, k: int, queries: np.ndarray | None = None
+                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Per chunk of rows: (rows, indices of their min(k, n-1) most similar *other* rows, best first).
+    ``queries``: search with these vectors instead of the rows' own (row i still skips item i)."""
     n = len(emb)
     k = min(k, n - 1)
+    queries = emb if queries is None else queries
     for start in range(0, n, CHUNK):
         rows = np.arange(start, min(start + CHUNK, n))
-        sims = emb[rows] @ emb.T
+        sims = queries[rows] @ emb.T
         sims[np.arange(len(rows)), rows] = -np.inf
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(sims, top, 1), axis=1, kind="stable")
@@ -67,12 +77,23 @@ def _check(embeddings, labels) -> tuple[np.ndarray, np.ndarray]:
     return emb, labels
 
 
-def recall_at_k(embeddings, labels, ks: Sequence[int] = KS) -> dict[int, float]:
-    """Fraction of queries with a same-label item among their k nearest others (all queries count)."""
+def expand_leave_one_out(embeddings, k: int) -> np.ndarray:
+    """Each row as find-similar searches with it: ``engine.index.expanded_queries`` of the row and
+    its ``k`` nearest *other* rows (leave-one-out, as the metrics here are)."""
+    emb = np.asarray(embeddings)
+    if k <= 0:
+        return emb
+    tops = np.concatenate([top for _, top in _neighbours(emb, k)])
+    return expanded_queries(emb, emb[tops])
+
+
+def recall_at_k(embeddings, labels, ks: Sequence[int] = KS, queries=None) -> dict[int, float]:
+    """Fraction of queries with a same-label item among their k nearest others (all queries count).
+    ``queries``: row i searches with ``queries[i]`` instead of its own vector."""
     emb, labels = _check(embeddings, labels)
     kmax = max(ks)
     hits = dict.fromkeys(ks, 0)
-    for rows, top in _neighbours(emb, kmax):
+    for rows, top in _neighbours(emb, kmax, queries):
         match = labels[top] == labels[rows][:, None]
         first = np.where(match.any(1), match.argmax(1), kmax)  # position of the first hit
         for k in ks:
@@ -80,23 +101,24 @@ def recall_at_k(embeddings, labels, ks: Sequence[int] = KS) -> dict[int, float]:
     return {k: hits[k] / len(emb) for k in ks}
 
 
-def map_at_r(embeddings, labels) -> float:
-    """MAP@R: per query, R = other items with its label; mean of Σ P@i·[i-th correct] / R over i ≤ R."""
+def map_at_r(embeddings, labels, queries=None) -> float:
+    """MAP@R: per query, R = other items with its label; mean of Σ P@i·[i-th correct] / R over i ≤ R.
+    ``queries``: row i searches with ``queries[i]`` instead of its own vector."""
     emb, labels = _check(embeddings, labels)
     _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     r_all = counts[inverse] - 1
     if r_all.max() == 0:
         raise ValueError("MAP@R needs at least one label with two items")
-    total, queries = 0.0, 0
-    for rows, top in _neighbours(emb, int(r_all.max())):
+    total, counted = 0.0, 0
+    for rows, top in _neighbours(emb, int(r_all.max()), queries):
         r = r_all[rows]
         position = np.arange(1, top.shape[1] + 1)
         correct = (labels[top] == labels[rows][:, None]) & (position <= r[:, None])
         precision = np.cumsum(correct, 1) / position
         keep = r > 0
         total += float(((precision * correct).sum(1)[keep] / r[keep]).sum())
-        queries += int(keep.sum())
-    return total / queries
+        counted += int(keep.sum())
+    return total / counted
 
 
 def nmi(embeddings, labels, seed: int = 0) -> float:
@@ -109,18 +131,24 @@ def nmi(embeddings, labels, seed: int = 0) -> float:
     return float(normalized_mutual_info_score(labels, clusters))
 
 
-def class_retrieval_metrics(embeddings, labels, seed: int = 0) -> dict:
-    recall = recall_at_k(embeddings, labels, KS)
-    return {**{f"recall@{k}": v for k, v in recall.items()}, "map@r": map_at_r(embeddings, labels),
+def class_retrieval_metrics(embeddings, labels, seed: int = 0, expand: int = 0) -> dict:
+    """Recall@K and MAP@R (searching as find-similar does when ``expand`` > 0: with each photo's
+    vector averaged with its ``expand`` nearest others'), and NMI of the embeddings themselves."""
+    queries = expand_leave_one_out(embeddings, expand) if expand else None
+    recall = recall_at_k(embeddings, labels, KS, queries)
+    return {**{f"recall@{k}": v for k, v in recall.items()}, "map@r": map_at_r(embeddings, labels, queries),
             "nmi": nmi(embeddings, labels, seed), "items": len(labels),
-            "classes": len(np.unique(np.asarray(labels)))}
+            "classes": len(np.unique(np.asarray(labels))), "expand": expand}
 
 
 # ---- near-duplicate retrieval ---------------------------------------------------------------
 
 def near_duplicate_metrics(query_emb, query_source, query_family, db_emb, db_ids,
-                           precision: float = NEAR_PRECISION) -> dict:
+                           precision: float = NEAR_PRECISION, ignore=None) -> dict:
     """Copy retrieval metrics, overall and per family; query i is a copy of db item query_source[i].
+
+    ``ignore``: (query row, database row) pairs that count neither as a match nor as a miss —
+    known copies of the query's source other than the source itself (``ignored_pairs``).
 
     Exact, without materialising the pooled pairs: micro-AP needs, for each positive pair,
     only the number of negatives scoring ≥ it, counted by binary search in each chunk's
@@ -134,19 +162,32 @@ def near_duplicate_metrics(query_emb, query_source, query_family, db_emb, db_ids
         raise ValueError("near-duplicate metrics need at least one query")
     names = sorted(set(families.tolist()))
     pos = np.einsum("nd,nd->n", query, db[src])
+    junk = _ignore_pairs(ignore, len(query), len(db), src)
     rank, neg_ge, top_neg = _scan_pairs(query, db, src, pos, families, names,
-                                        limit=int(len(pos) / precision) + 1)
+                                        limit=int(len(pos) / precision) + 1, junk=junk)
     overall = _group_metrics(np.ones(len(pos), bool), pos, rank, sum(neg_ge.values()),
                              np.concatenate(sum(top_neg.values(), [])), precision)
     per_family = {f: _group_metrics(families == f, pos, rank, neg_ge[f], np.concatenate(top_neg[f]),
                                     precision) for f in names}
-    return {"overall": overall, "families": per_family, "queries": len(pos), "database": len(db)}
+    return {"overall": overall, "families": per_family, "queries": len(pos), "database": len(db),
+            "ignored_pairs": len(junk)}
 
 
-def _scan_pairs(query, db, src, pos, families, names, limit):
+def _ignore_pairs(ignore, n_query: int, n_db: int, src: np.ndarray) -> np.ndarray:
+    """``ignore`` as a checked (k, 2) int array; a pair naming the query's own source is an error."""
+    junk = np.zeros((0, 2), np.int64) if ignore is None else np.asarray(ignore, np.int64).reshape(-1, 2)
+    if len(junk) and (junk.min() < 0 or junk[:, 0].max() >= n_query or junk[:, 1].max() >= n_db):
+        raise ValueError(f"ignored pairs must name query rows < {n_query} and database rows < {n_db}")
+    if np.any(src[junk[:, 0]] == junk[:, 1]):
+        raise ValueError("an ignored pair names a query's own source")
+    return junk
+
+
+def _scan_pairs(query, db, src, pos, families, names, limit, junk):
     """One pass over the similarities, CHUNK queries at a time. Returns each query's rank
     (1 + negatives of its own scoring ≥ its positive), per family f the number of f's
-    negatives scoring ≥ each positive, and per family its chunks' top ``limit`` negatives."""
+    negatives scoring ≥ each positive, and per family its chunks' top ``limit`` negatives.
+    ``junk`` pairs are neither positives nor negatives."""
     rank = np.zeros(len(pos), np.int64)
     neg_ge = {f: np.zeros(len(pos), np.int64) for f in names}
     top_neg: dict[str, list[np.ndarray]] = {f: [] for f in names}
@@ -155,15 +196,55 @@ def _scan_pairs(query, db, src, pos, families, names, limit):
         at_pos = (np.arange(len(rows)), src[rows])
         sims = query[rows] @ db.T
         sims[at_pos] = pos[rows]  # the same value for each positive everywhere
+        here = junk[(junk[:, 0] >= rows[0]) & (junk[:, 0] <= rows[-1])]
+        sims[here[:, 0] - rows[0], here[:, 1]] = -np.inf  # below every positive: never counted
         rank[rows] = (sims >= pos[rows, None]).sum(1)
         negative = np.ones_like(sims, dtype=bool)
         negative[at_pos] = False
+        negative[here[:, 0] - rows[0], here[:, 1]] = False
         for f in names:
             in_f = families[rows] == f
             neg = np.sort(sims[in_f][negative[in_f]])
             neg_ge[f] += len(neg) - np.searchsorted(neg, pos, side="left")
             top_neg[f].append(neg[-limit:])
     return rank, neg_ge, top_neg
+
+
+def known_copies(dataset: Path) -> dict[str, str]:
+    """The dataset's own list of copies inside it: path relative to ``dataset`` → group, from
+    ``duplicates_found.csv`` (columns file, group); empty when the dataset has no such list."""
+    path = Path(dataset) / KNOWN_COPIES
+    if not path.is_file():
+        return {}
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if not {"file", "group"} <= set(reader.fieldnames or ()):
+            raise LookalikeError(f"{path}: needs the columns file and group")
+        return {row["file"]: row["group"] for row in reader}
+
+
+def ignored_pairs(dataset: Path, query_sources: Sequence[Path], database: Sequence[Path],
+                  groups: dict[str, str] | None = None) -> np.ndarray:
+    """(query row, database row) pairs where the database photo is a known copy of the query's
+    source photo (same ``known_copies`` group) without being that photo: (k, 2) int array."""
+    groups = known_copies(dataset) if groups is None else groups
+    root = Path(dataset).resolve()
+
+    def group(path: Path) -> str | None:
+        try:
+            return groups.get(Path(path).resolve().relative_to(root).as_posix())
+        except ValueError:  # not inside the dataset
+            return None
+
+    members: dict[str, list[int]] = {}
+    for j, path in enumerate(database):
+        g = group(path)
+        if g is not None:
+            members.setdefault(g, []).append(j)
+    where = {Path(p).resolve(): j for j, p in enumerate(database)}
+    pairs = [(i, j) for i, source in enumerate(query_sources)
+             for j in members.get(group(source), []) if j != where.get(Path(source).resolve())]
+    return np.array(pairs, np.int64).reshape(-1, 2)
 
 
 def _source_index(query_source, db_ids) -> np.ndarray:
@@ -277,7 +358,8 @@ def _near_duplicate(embedder, sources: list[Path], distractors: list[Path], conf
         others.append(embedder.embed_images(images, (COPY_HEAD,))[COPY_HEAD])
     db = np.concatenate(originals + others)
     return near_duplicate_metrics(np.concatenate(copies), np.arange(len(sources)), family,
-                                  db, np.arange(len(db)))
+                                  db, np.arange(len(db)),
+                                  ignore=ignored_pairs(config.dataset, sources, sources + distractors))
 
 
 def format_table(results: dict) -> str:

@@ -27,7 +27,7 @@ from PIL import Image
 from engine.decode import read_photo
 from engine.errors import DecodeError, FileError
 from engine.parallel import ordered_map
-from training.evaluate import BATCH, near_duplicate_metrics
+from training.evaluate import BATCH, ignored_pairs, near_duplicate_metrics
 
 Embed = Callable[[list[Image.Image]], np.ndarray]
 FACES_CSV, REAL_CSV = "neardup_faces_pairs.csv", "groundtruth.csv"
@@ -86,7 +86,9 @@ def faces_pairs(dataset: Path) -> list[tuple[Path, Path]]:
 
 def evaluate_faces_pairs(embed: Embed, dataset: Path, distractors: Sequence[Path] = (),
                          image_size: int = 320) -> dict:
-    """Crops query all originals + distractors (those that are pair images are left out)."""
+    """Crops query all originals + distractors (those that are pair images are left out).
+    Originals that the dataset lists as copies of a crop's original (``duplicates_found.csv``,
+    e.g. two frames of one burst) are left out of that crop's ranking."""
     pairs = faces_pairs(dataset)
     originals, crops = [o for o, _ in pairs], [c for _, c in pairs]
     taken = {p.resolve() for p in originals + crops}
@@ -94,7 +96,8 @@ def evaluate_faces_pairs(embed: Embed, dataset: Path, distractors: Sequence[Path
     db = embed_paths(embed, originals + extra, image_size)
     query = embed_paths(embed, crops, image_size)
     result = near_duplicate_metrics(query, np.arange(len(pairs)), [FACES_FAMILY] * len(pairs),
-                                    db, np.arange(len(db)))
+                                    db, np.arange(len(db)),
+                                    ignore=ignored_pairs(dataset, originals, originals + extra))
     return {**result, "distractors": len(extra)}
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from engine.errors import VectorIndexError
-from engine.index import VectorIndex
+from engine.index import VectorIndex, expanded_queries
 
 DIM = 64
 QUANT = 0.01  # |score - exact cosine| with 8-bit codes over [-1, 1] (typically ~0.002)
@@ -360,3 +360,12 @@ def test_rescored_query_widens_until_a_burst_of_near_copies_is_ranked_exactly():
     assert len(asked) > 30 and len(asked) == len(set(asked))  # widened, each vector read once
     few, _ = rescored_query(index, others[0], 3, lambda labels: [data[label] for label in labels])
     assert few[0] == 60 and len(few) == 3
+
+
+def test_expanded_query_is_the_unit_sum_of_unit_vectors():
+    # query (2, 0) and neighbours (0, 3), (0, 1): each to unit length, summed (1, 2), then unit
+    got = expanded_queries(np.array([[2.0, 0.0]]), np.array([[[0.0, 3.0], [0.0, 1.0]]]))
+    np.testing.assert_allclose(got, [[1 / np.sqrt(5), 2 / np.sqrt(5)]], rtol=1e-6)
+    assert got.dtype == np.float32
+    with pytest.raises(ValueError, match="neighbours"):
+        expanded_queries(np.zeros((1, 2)), np.zeros((2, 1, 2)))

@@ -7,7 +7,8 @@ import pytest
 from PIL import ImageOps
 
 from engine.errors import LookalikeError
-from engine.library import Library
+from engine.index import expanded_queries
+from engine.library import QUERY_EXPANSION, Library
 from imagegen import photo, save_jpeg
 
 
@@ -147,11 +148,37 @@ def test_cancelled_scan_keeps_work_and_removes_nothing(lib, photos):
 def test_find_similar_for_outside_image(lib, photos, tmp_path):
     lib.scan([photos])
     outside = save_jpeg(ImageOps.mirror(photo(2)), tmp_path / "outside.jpg")
-    matches = lib.similar(outside, k=3)
+    matches = lib.similar(outside, k=3, expand=0)
     assert len(matches) == 3
     assert matches[0].file.path == str(photos / "p2.jpg")
     assert matches[0].similarity > matches[1].similarity
     assert np.all(np.diff([m.similarity for m in matches]) <= 0)
+    assert lib.similar(outside, k=3)[0].file.path == str(photos / "p2.jpg")  # expanded as well
+
+
+def test_find_similar_ranks_and_scores_by_the_expanded_query(lib, tmp_path):
+    folder = tmp_path / "many"
+    for seed in range(10):
+        save_jpeg(photo(seed), folder / f"q{seed}.jpg")
+    shutil.copy(folder / "q0.jpg", folder / "q0 copy.jpg")  # an exact copy: first, never an expansion
+    lib.scan([folder])
+    head = lib.bundle.storage_head("semantic")
+    vec = {f.path: lib.catalog.get_embedding(f.content_hash, lib.model_id, head) for f in lib.catalog.files()}
+    unit = {p: v / np.linalg.norm(v) for p, v in vec.items()}
+    query, copy = str(folder / "q0.jpg"), str(folder / "q0 copy.jpg")
+    others = sorted((p for p in unit if p not in (query, copy)), key=lambda p: -float(unit[query] @ unit[p]))
+    plain = lib.similar(query, k=10, expand=0)
+    assert [m.file.path for m in plain] == [copy] + others[:9]
+    expanded = expanded_queries(unit[query][None], np.stack([unit[p] for p in others[:2]])[None])[0]
+    want = sorted(others, key=lambda p: -float(expanded @ unit[p]))
+    got = lib.similar(query, k=10)  # the semantic head expands by QUERY_EXPANSION["semantic"]
+    assert QUERY_EXPANSION["semantic"] == 2
+    assert [m.file.path for m in got] == [copy] + want[:9]
+    assert got[0].similarity == 1.0  # the exact copy
+    for m in got[1:]:  # what is shown is what ranks: the cosine to the expanded vector
+        assert m.similarity == pytest.approx(float(expanded @ unit[m.file.path]), abs=1e-4)
+    with pytest.raises(ValueError, match="expand"):
+        lib.similar(query, k=3, expand=-1)
 
 
 def test_scan_of_missing_folder_is_a_clear_error(lib, tmp_path):

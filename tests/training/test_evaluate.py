@@ -40,25 +40,27 @@ def angles(*degrees: float) -> np.ndarray:
 
 # ---- naive oracles --------------------------------------------------------------------------
 
-def ranked_others(emb, i):
-    """Other items, most similar first (random data: no ties)."""
+def ranked_others(emb, i, query=None):
+    """Other items, most similar to ``query`` (default: item i itself) first (random data: no ties)."""
+    q = emb[i] if query is None else query
     others = [j for j in range(len(emb)) if j != i]
-    return sorted(others, key=lambda j: -float(np.dot(emb[i], emb[j])))
+    return sorted(others, key=lambda j: -float(np.dot(q, emb[j])))
 
 
-def naive_recall(emb, labels, k):
-    hits = [any(labels[j] == labels[i] for j in ranked_others(emb, i)[:k]) for i in range(len(emb))]
+def naive_recall(emb, labels, k, queries=None):
+    hits = [any(labels[j] == labels[i] for j in ranked_others(emb, i, None if queries is None else queries[i])[:k])
+            for i in range(len(emb))]
     return sum(hits) / len(emb)
 
 
-def naive_map_at_r(emb, labels):
+def naive_map_at_r(emb, labels, queries=None):
     aps = []
     for i in range(len(emb)):
         r = sum(1 for j in range(len(emb)) if j != i and labels[j] == labels[i])
         if r == 0:
             continue
         correct, total = 0, 0.0
-        for pos, j in enumerate(ranked_others(emb, i)[:r], start=1):
+        for pos, j in enumerate(ranked_others(emb, i, None if queries is None else queries[i])[:r], start=1):
             if labels[j] == labels[i]:
                 correct += 1
                 total += correct / pos
@@ -66,13 +68,15 @@ def naive_map_at_r(emb, labels):
     return sum(aps) / len(aps)
 
 
-def naive_near_duplicate(query, source, db, ids):
-    """Pooled pairs, fully materialised; rank and pooled order put a tied negative first."""
+def naive_near_duplicate(query, source, db, ids, ignore=()):
+    """Pooled pairs, fully materialised; rank and pooled order put a tied negative first.
+    ``ignore``: (query row, db row) pairs dropped from the pool."""
     ranks, pairs = [], []
+    dropped = {tuple(p) for p in ignore}
     for i in range(len(query)):
         sims = [float(np.dot(query[i], db[j])) for j in range(len(db))]
         s_pos = sims[ids.index(source[i])]
-        negs = [s for j, s in enumerate(sims) if ids[j] != source[i]]
+        negs = [s for j, s in enumerate(sims) if ids[j] != source[i] and (i, j) not in dropped]
         ranks.append(1 + sum(1 for s in negs if s >= s_pos))
         pairs += [(s_pos, 1)] + [(s, 0) for s in negs]
     pairs.sort(key=lambda p: (-p[0], p[1]))
@@ -113,6 +117,25 @@ def test_recall_and_map_at_r_match_naive_loops(seed, chunk, monkeypatch):
     assert map_at_r(emb, labels) == pytest.approx(naive_map_at_r(emb, labels), abs=1e-12)
 
 
+@pytest.mark.parametrize("chunk", [5, 1024])
+def test_expanded_search_matches_naive_loops(chunk, monkeypatch):
+    # find-similar's query expansion: each row plus its 2 nearest others, summed at unit length
+    monkeypatch.setattr(evaluate, "CHUNK", chunk)
+    rng = np.random.default_rng(3)
+    emb = unit(rng, 23).astype(np.float32)
+    labels = rng.integers(0, 4, 23).tolist()
+    want_q = np.stack([emb[i] + emb[ranked_others(emb, i)[:2]].sum(0) for i in range(len(emb))])
+    want_q /= np.linalg.norm(want_q, axis=1, keepdims=True)
+    queries = evaluate.expand_leave_one_out(emb, 2)
+    np.testing.assert_allclose(queries, want_q, rtol=1e-5, atol=1e-6)
+    got = class_retrieval_metrics(emb, labels, expand=2)
+    assert got["expand"] == 2
+    for k in (1, 2, 4, 8):
+        assert got[f"recall@{k}"] == naive_recall(emb, labels, k, want_q)
+    assert got["map@r"] == pytest.approx(naive_map_at_r(emb, labels, want_q), abs=1e-9)
+    assert got["map@r"] != pytest.approx(map_at_r(emb, labels), abs=1e-6)  # expansion changed the ranking
+
+
 def test_map_at_r_is_one_only_for_perfect_clusters():
     emb = angles(0, 1, 2, 120, 121, 122, 240, 241)
     labels = [0, 0, 0, 1, 1, 1, 2, 2]
@@ -133,7 +156,7 @@ def test_nmi_perfect_and_label_names_do_not_matter():
 def test_class_retrieval_metrics_keys():
     rng = np.random.default_rng(3)
     out = class_retrieval_metrics(unit(rng, 20).astype(np.float32), rng.integers(0, 4, 20))
-    assert set(out) == {"recall@1", "recall@2", "recall@4", "recall@8", "map@r", "nmi", "items", "classes"}
+    assert set(out) == {"recall@1", "recall@2", "recall@4", "recall@8", "map@r", "nmi", "items", "classes", "expand"}
     assert out["recall@1"] <= out["recall@2"] <= out["recall@4"] <= out["recall@8"]
 
 
@@ -210,6 +233,56 @@ def test_near_duplicate_hand_worked_example():
     assert got["overall"]["recall@1"] == 0.5 and got["overall"]["mAP"] == 0.75
     assert got["overall"]["micro-AP"] == pytest.approx(5 / 6)
     assert got["families"]["mild"]["mAP"] == 0.5 and got["families"]["crop"]["micro-AP"] == 1.0
+
+
+def test_near_duplicate_ignored_pairs_are_neither_hits_nor_misses():
+    # the hand-worked example with q1·180° ignored (180° a known copy of q1's source):
+    # q1's positive (cos 70°) now outranks every negative it has left → all perfect
+    got = near_duplicate_metrics(angles(10, 160), [0, 1], ["crop", "mild"], angles(0, 90, 180), [0, 1, 2],
+                                 ignore=[(1, 2)])
+    assert got["overall"]["recall@1"] == 1.0 and got["overall"]["mAP"] == 1.0
+    assert got["overall"]["micro-AP"] == 1.0 and got["ignored_pairs"] == 1
+
+
+@pytest.mark.parametrize("chunk", [3, 1024])
+def test_near_duplicate_ignore_matches_brute_force(chunk, monkeypatch):
+    monkeypatch.setattr(evaluate, "CHUNK", chunk)
+    rng = np.random.default_rng(11)
+    query, source, db, ids = near_dup_case(rng)
+    src = [ids.index(s) for s in source]
+    ignore = sorted({(i, int(j)) for i in range(len(query)) for j in rng.integers(0, len(db), 3) if j != src[i]})
+    got = near_duplicate_metrics(query, source, ["f"] * len(query), db, ids, ignore=ignore)["overall"]
+    want = naive_near_duplicate(query, source, db, ids, ignore)
+    for key in ("recall@1", "mAP", "micro-AP"):
+        assert got[key] == pytest.approx(want[key], rel=1e-12), key
+    assert got["threshold@95p"] == pytest.approx(want["threshold"][0], rel=1e-12)
+    # and ignoring something changes the answer on this case (the check can fail)
+    plain = near_duplicate_metrics(query, source, ["f"] * len(query), db, ids)["overall"]
+    assert plain["micro-AP"] < got["micro-AP"]
+
+
+def test_near_duplicate_ignoring_the_source_itself_is_refused():
+    with pytest.raises(ValueError, match="own source"):
+        near_duplicate_metrics(angles(10), [0], ["crop"], angles(0, 90), [0, 1], ignore=[(0, 0)])
+    with pytest.raises(ValueError, match="database rows < 2"):
+        near_duplicate_metrics(angles(10), [0], ["crop"], angles(0, 90), [0, 1], ignore=[(0, 5)])
+
+
+def test_ignored_pairs_come_from_the_datasets_own_copy_list(tmp_path):
+    for name in ("a/1.jpg", "a/2.jpg", "a/3.jpg", "b/1.jpg", "b/2.jpg"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert evaluate.ignored_pairs(tmp_path, [tmp_path / "a/1.jpg"], [tmp_path / "a/1.jpg"]).shape == (0, 2)
+    (tmp_path / "duplicates_found.csv").write_text(
+        "kind,group,file,label\nsame_dhash64,0,a/1.jpg,a\nsame_dhash64,0,a/2.jpg,a\n"
+        "same_dhash64,1,b/1.jpg,b\nsame_dhash64,1,b/2.jpg,b\n")
+    sources = [tmp_path / "a/1.jpg", tmp_path / "a/3.jpg", tmp_path / "b/2.jpg"]
+    database = sources + [tmp_path / "a/2.jpg", tmp_path / "b/1.jpg"]
+    # a/1's copy a/2 (row 3); a/3 has none; b/2's copy b/1 (row 4); never a photo against itself
+    assert evaluate.ignored_pairs(tmp_path, sources, database).tolist() == [[0, 3], [2, 4]]
+    (tmp_path / "duplicates_found.csv").write_text("file,label\na/1.jpg,a\n")
+    with pytest.raises(evaluate.LookalikeError, match="duplicates_found.csv.*group"):
+        evaluate.known_copies(tmp_path)
 
 
 def test_near_duplicate_unknown_source_is_refused():
