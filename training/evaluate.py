@@ -35,7 +35,6 @@ from PIL import Image
 
 from engine.decode import read_photo
 from engine.errors import Cancelled, DecodeError, LookalikeError
-from engine.index import expanded_queries
 from engine.parallel import ordered_map
 from engine.progress import ProgressCallback, null_progress, wants_stop
 from training.calibrate import sample_images, threshold_at_precision
@@ -80,6 +79,8 @@ def _check(embeddings, labels) -> tuple[np.ndarray, np.ndarray]:
 def expand_leave_one_out(embeddings, k: int) -> np.ndarray:
     """Each row as find-similar searches with it: ``engine.index.expanded_queries`` of the row and
     its ``k`` nearest *other* rows (leave-one-out, as the metrics here are)."""
+    from engine.index import expanded_queries  # here: engine.index needs faiss, the metrics do not
+
     emb = np.asarray(embeddings)
     if k <= 0:
         return emb
