@@ -25,7 +25,7 @@ from torch import nn
 
 from engine.network import EmbeddingNet
 from engine.progress import ProgressCallback, null_progress, wants_stop
-from training.losses import build_loss
+from training.losses import build_loss, koleo_loss
 
 
 @dataclass
@@ -43,6 +43,7 @@ class StageConfig:
     grad_clip: float = 1.0
     eval_every: int = 250
     seed: int = 0
+    koleo: float = 0.0           # copy: weight of the KoLeo entropy regulariser (0: none)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -153,7 +154,8 @@ def train_copy_branch(net: EmbeddingNet, acts: torch.Tensor, cfg: StageConfig,
         emb = head(branch(x))
         if shared is not None:
             emb = net.fused("copy", emb, shared[rows, views])
-        return loss_fn(emb, labels)
+        loss = loss_fn(emb, labels)
+        return loss + cfg.koleo * koleo_loss(emb, labels) if cfg.koleo else loss
 
     return optimise(module, groups, step_loss, cfg, validate, progress, "copy branch")
 

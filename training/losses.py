@@ -253,6 +253,21 @@ LOSSES: dict[str, type[MetricLoss]] = {
 }
 
 
+def koleo_loss(embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The KoLeo entropy regulariser (Sablayrolles et al., "Spreading vectors for similarity
+    search", ICLR 2019), as SSCD (Pizzi et al. 2022) adds it to copy-detection training:
+    ``-mean log ||x_i - nearest x_j||`` over the L2-normalised batch, the nearest taken among
+    samples of *other* labels (a photo's own views are meant to be close). Minimising it
+    spreads the photos apart, so one threshold separates copies from non-copies everywhere."""
+    _check_inputs(embeddings, labels)
+    x = F.normalize(embeddings.float(), dim=-1)
+    other = labels[:, None] != labels[None, :]
+    if not other.any(dim=1).all():
+        raise ValueError("KoLeo needs every sample to have one of another label in the batch")
+    d = _dists(x).masked_fill(~other, float("inf"))
+    return -torch.log(d.min(dim=1).values).mean()
+
+
 def build_loss(name: str, **kwargs) -> MetricLoss:
     """Build a loss by name (see ``LOSSES``); keyword arguments go to its constructor."""
     try:

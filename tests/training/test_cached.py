@@ -1,4 +1,5 @@
 """Training on cached lower-trunk activations: same numbers as the engine, and it learns."""
+import copy
 import csv
 import random
 
@@ -61,12 +62,17 @@ def test_progress_can_stop_the_view_cache(net):
         view_activations(net, images(3).__getitem__, 3, 1, None, 48, progress=lambda *a: False)
 
 
-def test_copy_branch_learns_to_match_views_and_leaves_the_rest_alone(net):
-    rng = random.Random(0)
+def turned_views(net, seed: int) -> torch.Tensor:
+    """(24, 2, ...) cached views: 24 photos, each as it is and turned by 90°, 180° or 270°."""
+    rng = random.Random(seed)
     base = images(24, (64, 64))
     turned = [img.rotate(90 * rng.randint(1, 3)) for img in base]
     pair_acts = view_activations(net, (base + turned).__getitem__, 48, 1, None, 48)[:, 0]
-    views = torch.stack([pair_acts[:24], pair_acts[24:]], 1)
+    return torch.stack([pair_acts[:24], pair_acts[24:]], 1)
+
+
+def test_copy_branch_learns_to_match_views_and_leaves_the_rest_alone(net):
+    views = turned_views(net, 0)
     semantic_before = net.heads["semantic"].weight.clone()
     trunk_before = [p.clone() for p in net.trunk.parameters()]
 
@@ -79,6 +85,32 @@ def test_copy_branch_learns_to_match_views_and_leaves_the_rest_alone(net):
     assert score() > before + 0.05 and score() == pytest.approx(max(h["score"] for h in history), abs=1e-4)
     assert torch.equal(net.heads["semantic"].weight, semantic_before)
     assert all(torch.equal(a, b) for a, b in zip(trunk_before, net.trunk.parameters()))
+
+
+def test_copy_branch_with_koleo_still_learns_and_spreads_the_photos_more():
+    torch.manual_seed(0)  # its own network: the module's one has been trained by other tests
+    net = build_model(ModelConfig(heads={"copy": 32, "semantic": 16}, branches={"copy": 1},
+                                  trunk_policy="frozen")).eval()
+    views = turned_views(net, 1)
+    start = copy.deepcopy((net.branches["copy"].state_dict(), net.heads["copy"].state_dict()))
+
+    def score():
+        a, b = embed_activations(net, views[:, 0], "copy"), embed_activations(net, views[:, 1], "copy")
+        return float((a * b).sum(1).mean() - (a @ b.T).mean())
+
+    def nearest_other():  # the mean distance from each photo to its nearest other photo
+        a = torch.as_tensor(embed_activations(net, views[:, 0], "copy"))
+        return float(torch.cdist(a, a).fill_diagonal_(9).min(1).values.mean())
+    before = score()
+    spread = {}
+    for weight in (0.0, 3.0):  # the same start, steps and batches; only the regulariser differs
+        net.branches["copy"].load_state_dict(start[0])
+        net.heads["copy"].load_state_dict(start[1])
+        cfg = StageConfig(steps=30, batch=12, lr=3e-3, warmup=3, eval_every=30, koleo=weight)
+        train_copy_branch(net, views, cfg)
+        spread[weight] = nearest_other()
+        assert score() > before + 0.05
+    assert spread[3.0] > spread[0.0] + 0.01
 
 
 def test_projection_learns_classes_from_cached_features():
@@ -240,11 +272,7 @@ def test_copy_branch_can_learn_through_the_fused_vector():
     plain = build_model(ModelConfig(heads={"copy": 32, "semantic": 16}, branches={"copy": 1},
                                     trunk_policy="frozen")).eval()
     net = with_fusion(plain, Recipe(fuse={"copy": {"dim": 24, "weights": [0.4]}}))
-    rng = random.Random(0)
-    base = images(24, (64, 64))
-    turned = [img.rotate(90 * rng.randint(1, 3)) for img in base]
-    acts = view_activations(net, (base + turned).__getitem__, 48, 1, None, 48)[:, 0]
-    views = torch.stack([acts[:24], acts[24:]], 1)
+    views = turned_views(net, 0)
     shared = pooled_features(net, views.flatten(0, 1)).view(24, 2, -1)
     fusion_before = net.fusions["copy"].weight.clone()
 

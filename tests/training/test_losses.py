@@ -18,6 +18,7 @@ from training.losses import (
     NPairLoss,
     TripletMarginLoss,
     build_loss,
+    koleo_loss,
 )
 
 LABELS = {
@@ -309,3 +310,35 @@ def test_bad_inputs_raise(embeddings, labels):
 def test_bad_settings_raise(make):
     with pytest.raises(ValueError):
         make()
+
+
+def _circle(*degrees: float) -> torch.Tensor:
+    rad = torch.tensor(degrees, dtype=torch.float64) * math.pi / 180
+    return torch.stack([rad.cos(), rad.sin()], 1)
+
+
+def test_koleo_is_minus_mean_log_distance_to_the_nearest_other_label():
+    # 0° and 3° share a label (two views of one photo), 90° and 180° are other photos:
+    # nearest other-label points: 0° → 90° (√2), 3° → 90° (2 sin 43.5°), 90° → 3° (same),
+    # 180° → 90° (√2); the 3° view is closer to 0° but is never its "nearest"
+    x, labels = _circle(0, 3, 90, 180), torch.tensor([0, 0, 1, 2])
+    d = [math.sqrt(2), 2 * math.sin(math.radians(43.5)), 2 * math.sin(math.radians(43.5)), math.sqrt(2)]
+    want = -sum(math.log(v) for v in d) / 4
+    assert koleo_loss(x * 3.0, labels).item() == pytest.approx(want, rel=1e-6)  # scale-free: normalised
+
+
+def test_koleo_gradient_spreads_the_closest_photos_apart():
+    x = _circle(0, 10, 20, 200).float().requires_grad_(True)
+    labels = torch.arange(4)
+    before = torch.pdist(F.normalize(x, dim=1)).min().item()
+    opt = torch.optim.SGD([x], lr=0.05)
+    for _ in range(20):
+        opt.zero_grad()
+        koleo_loss(x, labels).backward()
+        opt.step()
+    assert torch.pdist(F.normalize(x, dim=1)).min().item() > before + 0.05
+
+
+def test_koleo_needs_another_label_for_every_sample():
+    with pytest.raises(ValueError, match="another label"):
+        koleo_loss(_circle(0, 10, 20).float(), torch.tensor([0, 0, 0]))
