@@ -46,7 +46,7 @@ photos=$!
 say "training"
 timeout $(( ${COPY_S:-170} + ${SEMANTIC_S:-80} + 120 )) python3 -m training.gpu_build --device cuda \
     --out "$OUT" --set copy_seconds=${COPY_S:-170} --set semantic_seconds=${SEMANTIC_S:-80} \
-    2>&1 | tee "$OUT/train.log"
+    --set koleo=${KOLEO:-3} 2>&1 | tee "$OUT/train.log"
 say "training exit ${PIPESTATUS[0]}"
 
 wait $wheels; say "wheels: $(tail -n 2 "$OUT/wheels.log" | tr '\n' ' ')"

@@ -78,7 +78,7 @@ def test_run_trains_both_stages_and_writes_weights_the_engine_loads(tmp_path):
     path, _ = _pack(tmp_path)
     recipe = GPURecipe(train_size=32, semantic_size=32, eval_size=48, copy_batch=8, copy_seconds=3,
                        semantic_seconds=3, eval_every_s=1, val_distractors=6, copy_warmup=2,
-                       semantic_warmup=2, semantic_groups=1)
+                       semantic_warmup=2, semantic_groups=1, koleo=1.0)  # KoLeo on: its path runs too
     before = start_network(recipe)
     lines = []
     report = gpu_build.run(path, tmp_path / "out", recipe, device="cpu", log_fn=lines.append)
