@@ -200,9 +200,11 @@ def cmd_similar(lib: Library, args) -> int:
     matches = lib.similar(args.image, args.k)
     if args.json:
         print(json.dumps({"query": str(args.image), "matches": [
-            {"path": m.file.path, "similarity": m.similarity} for m in matches]}, indent=2))
+            {"path": m.file.path, "similarity": m.similarity,
+             **({} if m.score is None else {"rank_score": m.score})} for m in matches]}, indent=2))
         return 0
-    print(f"Most similar to {args.image}:")
+    print(f"Most similar to {args.image} (cosine to it; ranked together with its closest look-alikes):"
+          if any(m.score is not None for m in matches) else f"Most similar to {args.image}:")
     for m in matches:
         print(f"  {m.similarity:6.3f}  {m.file.path}")
     return 0

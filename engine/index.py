@@ -421,19 +421,25 @@ def rescored_query(index: VectorIndex, vector: np.ndarray, k: int,
         want = min(2 * want, total)
 
 
-def expanded_queries(queries: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
-    """Average query expansion (Chum et al., "Total Recall", ICCV 2007): each query becomes the
-    unit-length sum of itself and its nearest neighbours' vectors, all taken at unit length.
+def expanded_queries(queries: np.ndarray, neighbours: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Query expansion (Chum et al., "Total Recall", ICCV 2007; weighted as αQE, Radenović et al.
+    2018, with α = 1): each query becomes the unit-length sum of itself and its nearest
+    neighbours' vectors, all taken at unit length, neighbour j weighted by ``weights[:, j]``
+    (its cosine to the query, clipped at 0; default 1: plain averaging).
 
-    ``queries`` (n, d), ``neighbours`` (n, k, d). Searching again with the result ranks the
-    photos that resemble the query's closest look-alikes too, which puts more of the query's
-    kind of photo first (find-similar; ``engine.library.QUERY_EXPANSION``).
+    ``queries`` (n, d), ``neighbours`` (n, k, d), ``weights`` (n, k). Searching again with the
+    result ranks the photos that resemble the query's closest look-alikes too, which puts more
+    of the query's kind of photo first (find-similar; ``engine.library.QUERY_EXPANSION``); the
+    weights keep a nearest photo that is not alike at all from pulling the query towards it.
     """
     unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)  # noqa: E731
     q, nb = np.asarray(queries, np.float64), np.asarray(neighbours, np.float64)
     if q.ndim != 2 or nb.ndim != 3 or nb.shape[0] != q.shape[0] or nb.shape[2] != q.shape[1]:
         raise ValueError(f"need queries (n, d) and neighbours (n, k, d), got {q.shape} and {nb.shape}")
-    return unit(unit(q) + unit(nb).sum(1)).astype(np.float32)
+    w = np.ones(nb.shape[:2]) if weights is None else np.clip(np.asarray(weights, np.float64), 0.0, None)
+    if w.shape != nb.shape[:2]:
+        raise ValueError(f"need weights (n, k) = {nb.shape[:2]}, got {w.shape}")
+    return unit(unit(q) + (unit(nb) * w[..., None]).sum(1)).astype(np.float32)
 
 
 def _empty(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:

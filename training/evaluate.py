@@ -78,14 +78,15 @@ def _check(embeddings, labels) -> tuple[np.ndarray, np.ndarray]:
 
 def expand_leave_one_out(embeddings, k: int) -> np.ndarray:
     """Each row as find-similar searches with it: ``engine.index.expanded_queries`` of the row and
-    its ``k`` nearest *other* rows (leave-one-out, as the metrics here are)."""
+    its ``k`` nearest *other* rows, weighted by their cosines to it (leave-one-out, as the
+    metrics here are)."""
     from engine.index import expanded_queries  # here: engine.index needs faiss, the metrics do not
 
     emb = np.asarray(embeddings)
     if k <= 0:
         return emb
     tops = np.concatenate([top for _, top in _neighbours(emb, k)])
-    return expanded_queries(emb, emb[tops])
+    return expanded_queries(emb, emb[tops], np.einsum("nd,nkd->nk", emb, emb[tops]))
 
 
 def recall_at_k(embeddings, labels, ks: Sequence[int] = KS, queries=None) -> dict[int, float]:

@@ -143,7 +143,9 @@ class SimilarView(DropTarget, QWidget):
         for row, match in enumerate(self.matches):
             item = QListWidgetItem(f"{match.similarity:.3f}\n{Path(match.file.path).name}")
             item.setData(PATH_ROLE, match.file.path)
-            item.setToolTip(f"{match.file.path}\nsimilarity {match.similarity:.4f}")
+            ranked = "" if match.score is None else \
+                f"\nranked by {match.score:.4f}: its likeness to this photo and the photo's closest look-alikes"
+            item.setToolTip(f"{match.file.path}\nsimilarity {match.similarity:.4f}{ranked}")
             item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter)
             item.setIcon(self._placeholder)
             item.setSizeHint(QSize(ICON_SIZE + 20, ICON_SIZE + 40))

@@ -201,9 +201,14 @@ def test_similar_returns_the_copy_first(run, scanned):
     assert data["query"] == str(files["original"])
     assert [m["path"] for m in data["matches"]] == [str(files["copy"]), str(files["small"])]
     assert data["matches"][0]["similarity"] == 1.0
+    # find-similar expands the query with the photo's closest look-alikes: each match also
+    # carries the score it is ranked by (1 for the exact copy)
+    assert data["matches"][0]["rank_score"] == 1.0 and "rank_score" in data["matches"][1]
     rc, out, _ = run("--library", lib, "similar", files["original"], "-k", "1")
     assert rc == 0
-    assert out.splitlines() == [f"Most similar to {files['original']}:", f"   1.000  {files['copy']}"]
+    assert out.splitlines() == [
+        f"Most similar to {files['original']} (cosine to it; ranked together with its closest look-alikes):",
+        f"   1.000  {files['copy']}"]
 
 
 def test_info_json_counts(run, scanned):

@@ -93,8 +93,9 @@ class Stress:
 
 def check_matches(matches: list[Match], query: str) -> None:
     assert len(matches) <= 5
-    sims = [m.similarity for m in matches]
-    assert sims == sorted(sims, reverse=True) and all(-1 <= s <= 1 for s in sims)
+    ranked_by = [m.similarity if m.score is None else m.score for m in matches]
+    assert ranked_by == sorted(ranked_by, reverse=True)
+    assert all(-1 <= m.similarity <= 1 and (m.score is None or -1 <= m.score <= 1) for m in matches)
     paths = [m.file.path for m in matches]
     assert query not in paths and len(set(paths)) == len(paths)
 

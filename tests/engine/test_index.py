@@ -362,10 +362,16 @@ def test_rescored_query_widens_until_a_burst_of_near_copies_is_ranked_exactly():
     assert few[0] == 60 and len(few) == 3
 
 
-def test_expanded_query_is_the_unit_sum_of_unit_vectors():
-    # query (2, 0) and neighbours (0, 3), (0, 1): each to unit length, summed (1, 2), then unit
-    got = expanded_queries(np.array([[2.0, 0.0]]), np.array([[[0.0, 3.0], [0.0, 1.0]]]))
+def test_expanded_query_is_the_unit_weighted_sum_of_unit_vectors():
+    q, nb = np.array([[2.0, 0.0]]), np.array([[[0.0, 3.0], [0.0, 1.0]]])
+    # unweighted: each to unit length, summed (1, 2), then unit
+    got = expanded_queries(q, nb)
     np.testing.assert_allclose(got, [[1 / np.sqrt(5), 2 / np.sqrt(5)]], rtol=1e-6)
     assert got.dtype == np.float32
+    # weights 0.5 and 0.25: (1, 0.75) → (0.8, 0.6); a negative weight counts as 0
+    np.testing.assert_allclose(expanded_queries(q, nb, np.array([[0.5, 0.25]])), [[0.8, 0.6]], rtol=1e-6)
+    np.testing.assert_allclose(expanded_queries(q, nb, np.array([[-1.0, 0.0]])), [[1.0, 0.0]], atol=1e-7)
     with pytest.raises(ValueError, match="neighbours"):
         expanded_queries(np.zeros((1, 2)), np.zeros((2, 1, 2)))
+    with pytest.raises(ValueError, match="weights"):
+        expanded_queries(q, nb, np.ones((1, 3)))

@@ -156,7 +156,7 @@ def test_find_similar_for_outside_image(lib, photos, tmp_path):
     assert lib.similar(outside, k=3)[0].file.path == str(photos / "p2.jpg")  # expanded as well
 
 
-def test_find_similar_ranks_and_scores_by_the_expanded_query(lib, tmp_path):
+def test_find_similar_ranks_by_the_expanded_query_and_shows_the_plain_cosine(lib, tmp_path):
     folder = tmp_path / "many"
     for seed in range(10):
         save_jpeg(photo(seed), folder / f"q{seed}.jpg")
@@ -169,14 +169,17 @@ def test_find_similar_ranks_and_scores_by_the_expanded_query(lib, tmp_path):
     others = sorted((p for p in unit if p not in (query, copy)), key=lambda p: -float(unit[query] @ unit[p]))
     plain = lib.similar(query, k=10, expand=0)
     assert [m.file.path for m in plain] == [copy] + others[:9]
-    expanded = expanded_queries(unit[query][None], np.stack([unit[p] for p in others[:2]])[None])[0]
+    cosines = np.array([[float(unit[query] @ unit[p]) for p in others[:2]]])  # each neighbour's weight
+    expanded = expanded_queries(unit[query][None], np.stack([unit[p] for p in others[:2]])[None], cosines)[0]
     want = sorted(others, key=lambda p: -float(expanded @ unit[p]))
     got = lib.similar(query, k=10)  # the semantic head expands by QUERY_EXPANSION["semantic"]
     assert QUERY_EXPANSION["semantic"] == 2
     assert [m.file.path for m in got] == [copy] + want[:9]
-    assert got[0].similarity == 1.0  # the exact copy
-    for m in got[1:]:  # what is shown is what ranks: the cosine to the expanded vector
-        assert m.similarity == pytest.approx(float(expanded @ unit[m.file.path]), abs=1e-4)
+    assert got[0].similarity == got[0].score == 1.0  # the exact copy
+    for m in got[1:]:  # ranked by the cosine to the expanded vector; shown: the cosine to the photo
+        assert m.score == pytest.approx(float(expanded @ unit[m.file.path]), abs=1e-4)
+        assert m.similarity == pytest.approx(float(unit[query] @ unit[m.file.path]), abs=1e-4)
+    assert all(m.score is None for m in plain)
     with pytest.raises(ValueError, match="expand"):
         lib.similar(query, k=3, expand=-1)
 

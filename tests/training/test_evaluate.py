@@ -119,12 +119,14 @@ def test_recall_and_map_at_r_match_naive_loops(seed, chunk, monkeypatch):
 
 @pytest.mark.parametrize("chunk", [5, 1024])
 def test_expanded_search_matches_naive_loops(chunk, monkeypatch):
-    # find-similar's query expansion: each row plus its 2 nearest others, summed at unit length
+    # find-similar's query expansion: each row plus its 2 nearest others weighted by their
+    # cosines to it (negative ones count 0), summed, at unit length
     monkeypatch.setattr(evaluate, "CHUNK", chunk)
     rng = np.random.default_rng(3)
     emb = unit(rng, 23).astype(np.float32)
     labels = rng.integers(0, 4, 23).tolist()
-    want_q = np.stack([emb[i] + emb[ranked_others(emb, i)[:2]].sum(0) for i in range(len(emb))])
+    want_q = np.stack([emb[i] + sum(max(0.0, float(emb[i] @ emb[j])) * emb[j] for j in ranked_others(emb, i)[:2])
+                       for i in range(len(emb))])
     want_q /= np.linalg.norm(want_q, axis=1, keepdims=True)
     queries = evaluate.expand_leave_one_out(emb, 2)
     np.testing.assert_allclose(queries, want_q, rtol=1e-5, atol=1e-6)
