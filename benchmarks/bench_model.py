@@ -47,7 +47,7 @@ from training.cached import embed_activations, pooled_features, view_activations
 from training.cached_train import StageConfig, train_copy_branch, train_projection, whitening_init  # noqa: E402
 from training.calibrate import sample_images  # noqa: E402
 from training.evaluate import (EvalConfig, _near_duplicate_sets, class_retrieval_metrics,  # noqa: E402
-                               evaluate_embedder, ignored_pairs, known_copies, near_duplicate_metrics)
+                               copy_groups, evaluate_embedder, ignored_pairs, near_duplicate_metrics)
 from training.families import FAMILIES, make_copy  # noqa: E402
 from training.model import ModelConfig, build_model  # noqa: E402
 from training.realsets import embed_head, evaluate_faces_pairs, evaluate_neardup_real  # noqa: E402
@@ -69,10 +69,8 @@ class TestSet:
         self.db_rows = np.array([where[p] for p in sources + distractors])
         # database photos the dataset lists as copies of a query's source: neither right nor wrong
         self.ignore = ignored_pairs(config.dataset, sources, sources + distractors)
-        groups = known_copies(config.dataset)
-        group = [groups.get(Path(p).resolve().relative_to(Path(config.dataset).resolve()).as_posix())
-                 for p in sources + distractors]
-        self.same_copy_group = np.array([[a is not None and a == b for b in group] for a in group])
+        group = np.array(copy_groups(config.dataset, sources + distractors), dtype=object)
+        self.same_copy_group = (group[:, None] == group[None, :]) & (group != None)[:, None]  # noqa: E711
         target = work / f"test-{size}-{config.queries}-{config.distractors}-{config.seed}-fork{net.fork}.pt"
         if target.exists():
             self.acts, self.queries = torch.load(target, weights_only=True)

@@ -582,15 +582,19 @@ class Library:
         with self._lock:  # labels and the catalog rows they name are read together
             index = self._index(head)
 
-            by_id: dict[int, FileRecord] = {}  # every candidate's file, read once
+            by_id: dict[int, FileRecord] = {}  # every candidate's file and vector, read once
+            stored: dict[int, np.ndarray | None] = {}  # (the searches and the expansion share them)
 
             def exact(labels: list[int]) -> list[np.ndarray | None]:
                 """The catalog's vectors of ``labels`` (the index ranks by 8-bit codes)."""
-                with self.catalog.snapshot():
-                    by_id.update(self.catalog.files_by_ids(labels))
-                    return [self.catalog.get_embedding(by_id[label].content_hash, self.model_id,
-                                                       stored_as) if label in by_id else None
-                            for label in labels]
+                new = [label for label in labels if label not in stored]
+                if new:
+                    with self.catalog.snapshot():
+                        by_id.update(self.catalog.files_by_ids(new))
+                        stored.update({label: self.catalog.get_embedding(
+                            by_id[label].content_hash, self.model_id, stored_as) if label in by_id else None
+                            for label in new})
+                return [stored[label] for label in labels]
 
             labels, sims = rescored_query(index, vector, min(k + 1, len(index)), exact)
             scores = None
@@ -616,22 +620,26 @@ class Library:
         its labels, their cosines to ``vector`` and their scores against the expanded vector
         (None when there was nothing to expand with)."""
         own = record.content_hash if record else None
-        # the photo's own content (itself, its exact copies; an outside photo's copy in the
-        # library, at a cosine shown as 1) would only weigh the photo twice
-        same = {label for label, sim in zip(labels, sims)
-                if (label in by_id and by_id[label].content_hash == own) or sim >= _SHOWN_AS_ONE}
-        picked = [(label, sim) for label, sim in zip(labels, sims) if label in by_id and label not in same]
-        if len(picked) < expand and len(labels) < len(index):  # the first search held too few
-            more, more_sims = rescored_query(index, vector, min(k + 2 + 2 * expand, len(index)), exact)
-            same |= {label for label, sim in zip(more, more_sims)
-                     if (label in by_id and by_id[label].content_hash == own) or sim >= _SHOWN_AS_ONE}
-            picked = [(label, sim) for label, sim in zip(more, more_sims) if label in by_id and label not in same]
-        picked = picked[:expand]
-        found = [(v, sim) for v, (_, sim) in zip(exact([label for label, _ in picked]), picked) if v is not None]
-        if not found:
+
+        def own_content(label: int, sim: float) -> bool:
+            # the photo itself, its exact copies, or an outside photo's copy in the library (at a
+            # cosine shown as 1): expanding with them would only weigh the photo twice
+            return (label in by_id and by_id[label].content_hash == own) or sim >= _SHOWN_AS_ONE
+
+        def others(found: list[tuple[int, float]]) -> list[tuple[int, float]]:
+            return [(label, sim) for label, sim in found if label in by_id and not own_content(label, sim)]
+
+        first = list(zip(labels, sims))
+        found = first
+        if len(others(first)) < expand and len(labels) < len(index):  # the first search held too few
+            found = list(zip(*rescored_query(index, vector, min(k + 2 + 2 * expand, len(index)), exact)))
+        same = {label for label, sim in first + found if own_content(label, sim)}
+        picked = others(found)[:expand]
+        neighbours = [(v, sim) for v, (_, sim) in zip(exact([label for label, _ in picked]), picked) if v is not None]
+        if not neighbours:
             return labels, sims, None
-        query = expanded_queries(np.asarray(vector)[None, :], np.stack([v for v, _ in found])[None],
-                                 np.array([[sim for _, sim in found]]))[0]
+        query = expanded_queries(np.asarray(vector)[None, :], np.stack([v for v, _ in neighbours])[None],
+                                 np.array([[sim for _, sim in neighbours]]))[0]
         labels, scores = rescored_query(index, query, min(k + 1, len(index)), exact)
         unit = np.asarray(vector, np.float64) / max(float(np.linalg.norm(vector)), 1e-12)
         plain = [1.0 if label in same else -1.0 if v is None else float(unit @ v) / max(float(np.linalg.norm(v)), 1e-12)

@@ -225,12 +225,9 @@ def known_copies(dataset: Path) -> dict[str, str]:
         return {row["file"]: row["group"] for row in reader}
 
 
-def ignored_pairs(dataset: Path, query_sources: Sequence[Path], database: Sequence[Path],
-                  groups: dict[str, str] | None = None) -> np.ndarray:
-    """(query row, database row) pairs where the database photo is a known copy of the query's
-    source photo (same ``known_copies`` group) without being that photo: (k, 2) int array."""
-    groups = known_copies(dataset) if groups is None else groups
-    root = Path(dataset).resolve()
+def copy_groups(dataset: Path, paths: Sequence[Path]) -> list[str | None]:
+    """Each photo's ``known_copies`` group (None: listed in none, or not inside ``dataset``)."""
+    groups, root = known_copies(dataset), Path(dataset).resolve()
 
     def group(path: Path) -> str | None:
         try:
@@ -238,14 +235,19 @@ def ignored_pairs(dataset: Path, query_sources: Sequence[Path], database: Sequen
         except ValueError:  # not inside the dataset
             return None
 
+    return [group(p) for p in paths]
+
+
+def ignored_pairs(dataset: Path, query_sources: Sequence[Path], database: Sequence[Path]) -> np.ndarray:
+    """(query row, database row) pairs where the database photo is a known copy of the query's
+    source photo (same ``known_copies`` group) without being that photo: (k, 2) int array."""
     members: dict[str, list[int]] = {}
-    for j, path in enumerate(database):
-        g = group(path)
+    for j, g in enumerate(copy_groups(dataset, database)):
         if g is not None:
             members.setdefault(g, []).append(j)
     where = {Path(p).resolve(): j for j, p in enumerate(database)}
-    pairs = [(i, j) for i, source in enumerate(query_sources)
-             for j in members.get(group(source), []) if j != where.get(Path(source).resolve())]
+    pairs = [(i, j) for i, (source, g) in enumerate(zip(query_sources, copy_groups(dataset, query_sources)))
+             for j in members.get(g, []) if j != where.get(Path(source).resolve())]
     return np.array(pairs, np.int64).reshape(-1, 2)
 
 

@@ -282,6 +282,8 @@ def test_ignored_pairs_come_from_the_datasets_own_copy_list(tmp_path):
     database = sources + [tmp_path / "a/2.jpg", tmp_path / "b/1.jpg"]
     # a/1's copy a/2 (row 3); a/3 has none; b/2's copy b/1 (row 4); never a photo against itself
     assert evaluate.ignored_pairs(tmp_path, sources, database).tolist() == [[0, 3], [2, 4]]
+    assert evaluate.copy_groups(tmp_path, database + [tmp_path.parent / "elsewhere.jpg"]) == \
+        ["0", None, "1", "0", "1", None]
     (tmp_path / "duplicates_found.csv").write_text("file,label\na/1.jpg,a\n")
     with pytest.raises(evaluate.LookalikeError, match="duplicates_found.csv.*group"):
         evaluate.known_copies(tmp_path)
