@@ -75,17 +75,18 @@ bench-training: $(STAMP)
 	$(PY) benchmarks/bench_training.py
 
 # Train the default model (resources/recipes/default-model.json: the angular-loss copy and
-# semantic heads, then the copy head fused with the pretrained feature) on the Caltech-101 train
-# classes into resources/models/lookalike-angular-v2 and make it the default: about 20 min on
-# 2 quiet CPU cores (needs ../shared/datasets).
+# semantic heads, then the copy head fused with the pretrained feature and averaged over quarter
+# turns) on the Caltech-101 train classes into resources/models/lookalike-angular-v3 and make it
+# the default: about 23 min on 2 quiet CPU cores (needs ../shared/datasets).
 model: $(STAMP)
 	$(PY) scripts/build_model.py --default
 
-# The default model against pHash/dHash, the pretrained backbone and lookalike-angular-v1 (its
-# copy head unfused) on the test classes, plus the loss ablation (~20 min on 2 cores after
-# `make model`, which leaves its caches in build/model).
+# The default model against pHash/dHash, the pretrained backbone, lookalike-angular-v2 (the same
+# weights read from one view) and lookalike-angular-v1 (its copy head unfused) on the test
+# classes, plus the loss ablation (~30 min on 2 cores after `make model`, which leaves its
+# caches in build/model).
 bench-model: $(STAMP)
-	$(PY) benchmarks/bench_model.py --compare lookalike-angular-v1
+	$(PY) benchmarks/bench_model.py --compare lookalike-angular-v2 lookalike-angular-v1
 
 # What a lent GPU session carries (docs/training.md): the recipe's photos as a 38 MB pack in
 # .pack/ and the wheels the GPU image lacks in .whl/ (both kept out of git). Then one device

@@ -1,7 +1,7 @@
 """Model benchmark: the shipped model against perceptual hashes and the pretrained backbone,
 and the loss ablation at equal budget — all on Caltech-101 *test* classes.
 
-    .venv/bin/python benchmarks/bench_model.py [--model lookalike-angular-v2]
+    .venv/bin/python benchmarks/bench_model.py [--model lookalike-angular-v3]
         [--compare lookalike-angular-v1 ...] [--work build/model] [--copy-ablation-steps 0]
         [--skip-hashes] [--skip-real]
 
@@ -19,7 +19,10 @@ Rows (one table per question; everything printed as markdown and saved as JSON):
   (and optionally the copy branch with each loss for ``--copy-ablation-steps`` steps).
 
 The CNN rows come from cached lower-trunk activations (``training.cached``: equal to the
-engine's embeddings to ~1e-5, tested); hashes run through ``evaluate_embedder``.
+engine's embeddings to ~1e-5, tested), taken at each quarter turn a head is averaged over
+(``TestSet.turned``), as the engine reads photos; for such a model the pretrained backbone is
+also shown averaged over the same turns, so the table says how much the averaging gives alone.
+Hashes run through ``evaluate_embedder``.
 """
 from __future__ import annotations
 
@@ -71,19 +74,41 @@ class TestSet:
         self.ignore = ignored_pairs(config.dataset, sources, sources + distractors)
         group = np.array(copy_groups(config.dataset, sources + distractors), dtype=object)
         self.same_copy_group = (group[:, None] == group[None, :]) & (group != None)[:, None]  # noqa: E711
-        target = work / f"test-{size}-{config.queries}-{config.distractors}-{config.seed}-fork{net.fork}.pt"
+        self._net, self._config, self._size, self._work, self._sources = net, config, size, work, sources
+        self._turned: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.acts, self.queries = self.turned(0)
+
+    def turned(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lower activations of every test photo and of the queries, turned by ``k`` quarter
+        turns as the engine turns them (cached in the work folder)."""
+        if k in self._turned:
+            return self._turned[k]
+        config, size, net, sources = self._config, self._size, self._net, self._sources
+        turn = f"-turn{k}" if k else ""
+        name = f"test-{size}-{config.queries}-{config.distractors}-{config.seed}-fork{net.fork}{turn}.pt"
+        target = self._work / name
         if target.exists():
-            self.acts, self.queries = torch.load(target, weights_only=True)
-            return
+            self._turned[k] = torch.load(target, weights_only=True)
+            return self._turned[k]
         load = lambda i: read_photo(self.paths[i], config.image_size).image  # noqa: E731
-        self.acts = view_activations(net, load, len(self.paths), 1, None, size, what="test photos")[:, 0]
+        acts = view_activations(net, load, len(self.paths), 1, None, size, what="test photos", turn=k)[:, 0]
         copies = lambda i: make_copy(read_photo(sources[i], config.image_size).image,  # noqa: E731
                                      self.families[i], config.seed * 1_000_003 + i)
-        self.queries = view_activations(net, copies, len(sources), 1, None, size, what="queries")[:, 0]
-        torch.save((self.acts, self.queries), target)
+        queries = view_activations(net, copies, len(sources), 1, None, size, what="queries", turn=k)[:, 0]
+        torch.save((acts, queries), target)
+        self._turned[k] = (acts, queries)
+        return self._turned[k]
+
+    def embed(self, fn, part: str) -> np.ndarray:
+        """``fn`` (activations → vectors) over ``part`` ("db", "queries" or "all" test photos),
+        averaged over ``fn.turns`` quarter turns when it has them, as the engine does."""
+        n = getattr(fn, "turns", 1)
+        pick = {"db": lambda t: t[0][self.db_rows], "queries": lambda t: t[1], "all": lambda t: t[0]}[part]
+        total = sum(fn(pick(self.turned(k))) for k in range(0, 4, 4 // n))
+        return total if n == 1 else total / np.linalg.norm(total, axis=1, keepdims=True)
 
     def near(self, embed) -> dict:
-        db, q = embed(self.acts[self.db_rows]), embed(self.queries)
+        db, q = self.embed(embed, "db"), self.embed(embed, "queries")
         m = near_duplicate_metrics(q, np.arange(len(q)), self.families, db, np.arange(len(db)), ignore=self.ignore)
         # the number as measured before the dataset's own copies were left out, for comparison
         raw = near_duplicate_metrics(q, np.arange(len(q)), self.families, db, np.arange(len(db)))
@@ -91,22 +116,32 @@ class TestSet:
         return m
 
     def classes_metrics(self, embed, expand: int = 0) -> dict:
-        return class_retrieval_metrics(embed(self.acts), self.classes, expand=expand)
+        return class_retrieval_metrics(self.embed(embed, "all"), self.classes, expand=expand)
 
 
-def pretrained_embed(net):
-    return lambda acts: F.normalize(pooled_features(net, acts), dim=-1).numpy()
+def with_turns(fn, turns: int):
+    """``fn`` (activations → vectors) marked to be averaged over ``turns`` quarter turns."""
+    def turned(acts):
+        return fn(acts)
+    turned.turns = turns
+    return turned
+
+
+def pretrained_embed(net, turns: int = 1):
+    return with_turns(lambda acts: F.normalize(pooled_features(net, acts), dim=-1).numpy(), turns)
 
 
 def head_embed(net, head: str):
-    return lambda acts: embed_activations(net, acts, head)
+    """``head`` as the engine computes it, quarter turns included."""
+    return with_turns(lambda acts: embed_activations(net, acts, head), net.turns(head))
 
 
 def threshold_precision(test: TestSet, net, card: dict) -> dict:
     """Pair precision and recall of the card's thresholds on test-class pairs."""
     out = {}
     t = card["thresholds"]["copy"]["near"]
-    db, q = embed_activations(net, test.acts[test.db_rows], "copy"), embed_activations(net, test.queries, "copy")
+    copy = head_embed(net, "copy")
+    db, q = test.embed(copy, "db"), test.embed(copy, "queries")
     sims = q @ db.T
     pos = sims[np.arange(len(q)), np.arange(len(q))]
     sims[test.ignore[:, 0], test.ignore[:, 1]] = -np.inf  # the dataset's own copies: not false
@@ -124,7 +159,7 @@ def threshold_precision(test: TestSet, net, card: dict) -> dict:
                    "recall_per_family": {f: round(float((pos[families == f] >= t).mean()), 3)
                                          for f in sorted(set(families.tolist()))}}
     s = card["thresholds"]["semantic"]["similar"]
-    emb = embed_activations(net, test.acts, "semantic")
+    emb = test.embed(head_embed(net, "semantic"), "all")
     upper = np.triu_indices(len(emb), 1)
     sims = (emb @ emb.T)[upper]
     same = (test.classes[:, None] == test.classes[None, :])[upper]
@@ -237,6 +272,11 @@ def main() -> int:
     report: dict = {"model": bundle.model_id, "near": [], "classes": [], "real": []}
     named = [("pretrained Lite0+GeM 1280-d", pretrained_embed(net), pretrained_embed(net)),
              (f"{bundle.model_id} (copy / semantic head)", head_embed(net, "copy"), head_embed(net, "semantic"))]
+    if net.turns("copy") > 1:  # how much of the head's score the averaging over turns gives alone
+        turns = net.turns("copy")
+        name = f"pretrained Lite0+GeM 1280-d, averaged over {turns} quarter turns"
+        report["near"].append({"model": name, **_near_row(test.near(pretrained_embed(net, turns)))})
+        print(report["near"][-1], flush=True)
     others = [load_bundle(m) for m in args.compare]
     report["compare_thresholds"] = {}
     for other in others:  # each on activations at its own fork (the same file when it matches)

@@ -77,7 +77,8 @@ class ModelBundle:
 
         def plain(name: str) -> bool:
             return name in arch["heads"] and arch["heads"][name] is None \
-                and name not in (arch.get("branches") or {}) and name not in (arch.get("fuse") or {})
+                and name not in (arch.get("branches") or {}) and name not in (arch.get("fuse") or {}) \
+                and int((arch.get("turns") or {}).get(name, 1)) == 1
 
         return next((h for h in self.heads if plain(h)), head) if plain(head) else head
 

@@ -20,6 +20,13 @@ bias-free linear map to ``dim`` (a PCA fitted on training photos) or as it is (`
 A fine-tuned copy branch learns invariance to edits; the pretrained feature keeps what the
 fine-tune gives up (telling apart two photos of one subject taken the same way), and the
 fused score beats both (docs/model-card.md).
+
+A head may be **averaged over quarter turns** (``turns: {"copy": 4}``): in eval mode its
+vector is the normalised mean of the head's vectors for the photo and the photo turned by
+90°, 180° and 270° (``2``: by 0° and 180°). The four turns of a photo form a group, so a photo
+and any quarter-turned copy of it get the same vector — what a copy found with its EXIF
+orientation lost or turned in an editor needs — at four forward passes per photo. Heads that
+are not averaged are read from the first pass. Training (``train()`` mode) sees single views.
 """
 from __future__ import annotations
 
@@ -30,6 +37,9 @@ import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+TURNS = (1, 2, 4)  # subgroups of the quarter turns: none, the half turn, all four
 
 
 class GeM(nn.Module):
@@ -55,6 +65,7 @@ class NetworkConfig:
     heads: dict[str, int | None] = field(default_factory=lambda: {"copy": None, "semantic": None})
     branches: dict[str, int] = field(default_factory=dict)  # head → trunk stages it owns
     fuse: dict[str, dict] = field(default_factory=dict)  # head → {"weight": w, "dim": d | None}
+    turns: dict[str, int] = field(default_factory=dict)  # head → quarter turns averaged (1, 2 or 4)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,7 +82,7 @@ class NetworkConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "NetworkConfig":
-        known = {k: data[k] for k in ("trunk", "gem_p", "learn_gem_p", "heads", "branches", "fuse")
+        known = {k: data[k] for k in ("trunk", "gem_p", "learn_gem_p", "heads", "branches", "fuse", "turns")
                  if k in data}
         return cls(**known)
 
@@ -113,6 +124,11 @@ class EmbeddingNet(nn.Module):
                 raise ValueError(f"fusion of head '{head}' needs a weight between 0 and 1, not {spec}")
             if spec.get("dim") is not None and not 1 <= int(spec["dim"]) <= width:
                 raise ValueError(f"fusion of head '{head}' must project to 1–{width} dimensions")
+        for head, n in config.turns.items():
+            if head not in config.heads:
+                raise ValueError(f"turns for a head that does not exist: '{head}'")
+            if n not in TURNS:
+                raise ValueError(f"head '{head}' can be averaged over 1, 2 or 4 quarter turns, not {n}")
         self.fork = stages - max(config.branches.values(), default=0)  # shared stages
         self.branches = nn.ModuleDict({name: Branch(self.trunk, int(n), self.pool)
                                        for name, n in config.branches.items()})
@@ -175,5 +191,22 @@ class EmbeddingNet(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor, heads: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+        """``x``: (B, 3, S, S) preprocessed photos. In eval mode, heads with ``turns`` are
+        averaged over the photos' quarter turns (see the module's docstring)."""
         names = heads or tuple(self.heads.keys())
-        return self.embed_from(self.lower(x), names)
+        out = self.embed_from(self.lower(x), names)
+        if self.training:
+            return out
+        for n in sorted({self.turns(name) for name in names} - {1}):
+            turned = tuple(name for name in names if self.turns(name) == n)
+            total = {name: out[name].float() for name in turned}
+            for k in range(4 // n, 4, 4 // n):
+                xk = torch.rot90(x, k, dims=(2, 3)).contiguous(memory_format=torch.channels_last)
+                for name, v in self.embed_from(self.lower(xk), turned).items():
+                    total[name] = total[name] + v.float()
+            out.update({name: F.normalize(v, dim=-1) for name, v in total.items()})
+        return out
+
+    def turns(self, head: str) -> int:
+        """How many quarter turns of a photo ``head``'s vector is averaged over (1: none)."""
+        return int(self.config.turns.get(head, 1))

@@ -41,7 +41,7 @@ from torch import nn
 from engine.decode import read_photo
 from engine.embedding import Embedder
 from engine.model_bundle import load_bundle, save_bundle
-from engine.network import EmbeddingNet, NetworkConfig
+from engine.network import TURNS, EmbeddingNet, NetworkConfig
 from engine.progress import ProgressCallback, null_progress
 from training.augment import AugmentConfig, CopyAugment, SupervisedAugment
 from training.cached import embed_activations, pooled_features, view_activations
@@ -73,6 +73,7 @@ class ModelRecipe:
     semantic_stage: dict = field(default_factory=dict)
     semantic_init: str = "pca-sqrt-whiten"              # or "orthogonal"
     fuse: dict = field(default_factory=dict)   # {"copy": {"dim": 256, "weights": [...], "tolerance": t}}
+    turns: dict = field(default_factory=dict)  # {"copy": 4}: the engine averages the head over quarter turns
     limit: int | None = None             # at most this many training photos (smoke runs)
     seed: int = 0
 
@@ -194,6 +195,7 @@ def build(recipe: ModelRecipe, dataset: Path, out: Path, work: Path,
     history = {"semantic": sem_history, "copy": copy_history}
     if recipe.fuse:  # after the copy stage, whose best step is chosen on the copy head alone
         net, history["fuse"] = fused_network(net, feats, held, recipe)
+    set_turns(net, recipe)
     card = _card(recipe, net, train, val, history,
                  {"semantic": sem_cfg.to_dict(), "copy": copy_cfg.to_dict()}, timings)
     return _save_calibrated(out, card, net, recipe, train, held, val, started)
@@ -332,8 +334,18 @@ def fuse_from(start, recipe: ModelRecipe, dataset: Path, out: Path, work: Path,
     net, fuse_history = fused_network(net, feats, held, recipe)
     history = {**(start.card.get("metrics", {}).get("history") or {}), "fuse": fuse_history}
     stages = start.card.get("recipe", {}).get("stages", {})
+    set_turns(net, recipe)
     card = _card(recipe, net, train, val, history, stages, {"fuse_from": start.model_id})
     return _save_calibrated(out, card, net, recipe, train, held, val, started)
+
+
+def set_turns(net: EmbeddingNet, recipe: ModelRecipe) -> None:
+    """Give ``net`` the recipe's averaging over quarter turns (nothing trains: it is how the
+    engine reads a photo, so the calibration that follows measures it)."""
+    for head, n in recipe.turns.items():
+        if head not in net.config.heads or int(n) not in TURNS:
+            raise ValueError(f"recipe turns {head}: {n}: needs an existing head and 1, 2 or 4 turns")
+    net.config.turns = {head: int(n) for head, n in recipe.turns.items()}
 
 
 def _description(net: EmbeddingNet) -> str:
@@ -343,6 +355,8 @@ def _description(net: EmbeddingNet) -> str:
         shared = f"a {spec['dim']}-d PCA of the" if spec.get("dim") else "the"
         text += (f", fused with {shared} ImageNet trunk's GeM feature (weight {spec['weight']:g} "
                  f"on the fine-tuned part),")
+    if net.turns("copy") > 1:
+        text += f" averaged over {net.turns('copy')} quarter turns of the photo,"
     return text + " and a semantic projection over the frozen ImageNet trunk"
 
 

@@ -40,18 +40,25 @@ def _batches(n: int, size: int) -> Iterator[range]:
 
 
 @torch.inference_mode()
-def lower_activations(net: EmbeddingNet, images: Sequence[Image.Image], size: int) -> torch.Tensor:
-    """(n, C, h, w) float16 output of the shared lower trunk for PIL images (engine preprocessing)."""
-    x = preprocess_images(images, size, MEAN, STD).contiguous(memory_format=torch.channels_last)
+def lower_activations(net: EmbeddingNet, images: Sequence[Image.Image], size: int,
+                      turn: int = 0) -> torch.Tensor:
+    """(n, C, h, w) float16 output of the shared lower trunk for PIL images (engine preprocessing),
+    turned by ``turn`` quarter turns after preprocessing as ``EmbeddingNet.forward`` turns them."""
+    x = preprocess_images(images, size, MEAN, STD)
+    if turn % 4:
+        x = torch.rot90(x, turn % 4, dims=(2, 3))
+    x = x.contiguous(memory_format=torch.channels_last)
     return net.lower(x).to(torch.float16).contiguous()
 
 
 def view_activations(net: EmbeddingNet, get_image: Callable[[int], Image.Image], count: int,
                      views: int, make_view: ViewFn | None, size: int, seed: int = 0,
-                     progress: ProgressCallback = null_progress, what: str = "views") -> torch.Tensor:
+                     progress: ProgressCallback = null_progress, what: str = "views",
+                     turn: int = 0) -> torch.Tensor:
     """(count, views, C, h, w) float16: ``views`` augmented views of each image through the
     lower trunk. View ``v`` of image ``i`` is seeded by (seed, i, v); with ``make_view=None``
-    the single view is the image itself. Augmentation runs in threads beside the model."""
+    the single view is the image itself. Augmentation runs in threads beside the model.
+    ``turn``: every view turned by that many quarter turns (``lower_activations``)."""
     if make_view is None and views != 1:
         raise ValueError("without make_view there is exactly one view per image")
     net = net.eval()
@@ -71,7 +78,7 @@ def view_activations(net: EmbeddingNet, get_image: Callable[[int], Image.Image],
                 if error is not None:
                     raise error
                 images.append(image)
-            acts = lower_activations(net, images, size)
+            acts = lower_activations(net, images, size, turn)
             if out is None:
                 out = torch.empty((len(jobs), *acts.shape[1:]), dtype=torch.float16)
             out[rows.start:rows.stop] = acts
@@ -90,6 +97,15 @@ def embed_activations(net: EmbeddingNet, acts: torch.Tensor, head: str, batch: i
                             (head,))[head]
              for r in _batches(len(acts), batch)]
     return torch.cat(parts).numpy().astype(np.float32, copy=False)
+
+
+def embed_turned(net: EmbeddingNet, turned: Callable[[int], torch.Tensor], head: str) -> np.ndarray:
+    """``head``'s vectors as the engine reads photos: averaged over the quarter turns the head
+    is averaged over (``net.turns(head)``); ``turned(k)`` gives the lower activations of the
+    photos turned by ``k`` quarter turns (``view_activations(..., turn=k)``)."""
+    n = net.turns(head)
+    total = sum(embed_activations(net, turned(k), head) for k in range(0, 4, 4 // n))
+    return total if n == 1 else total / np.linalg.norm(total, axis=1, keepdims=True)
 
 
 @torch.no_grad()  # not inference_mode: a projection head trains on these tensors

@@ -43,7 +43,7 @@ from engine.model_bundle import save_bundle
 from engine.network import EmbeddingNet
 from engine.progress import ProgressCallback, null_progress
 from training.augment import AugmentConfig, CopyAugment
-from training.cached import embed_activations, pooled_features, view_activations
+from training.cached import embed_turned, pooled_features, view_activations
 from training.cached_train import StageConfig, freeze_batchnorm, branch_groups, make_loss, optimise
 from training.evaluate import near_duplicate_metrics
 from training.families import FAMILIES, make_copy
@@ -163,7 +163,7 @@ def train_from_feedback(library, config: FeedbackConfig = FeedbackConfig(),
     views = view_activations(net, (reviewed + library_imgs).__getitem__, len(reviewed) + len(library_imgs),
                              config.views, augment.view, train_size, config.seed, progress,
                              "training views")
-    held_acts = view_activations(net, reviewed.__getitem__, len(reviewed), 1, None, size)[:, 0]
+    held_acts = _turned_activations(net, reviewed, size)
     bench_acts = _benchmark_activations(net, bench, size, config.seed)
     before = _measure(net, held_acts, split.held, bench_acts, bundle)
     history = _train(net, views, len(reviewed), split.train, config, progress)
@@ -230,8 +230,21 @@ def _benchmark_activations(net: EmbeddingNet, originals: list, size: int, seed: 
     families = [names[i % len(names)] for i in range(len(originals))]
     copies = [make_copy(img, fam, seed * 7919 + i) for i, (img, fam) in enumerate(zip(originals, families))]
     both = originals + copies
-    acts = view_activations(net, both.__getitem__, len(both), 1, None, size)[:, 0]
-    return {"originals": acts[:len(originals)], "copies": acts[len(originals):], "families": families}
+    acts = _turned_activations(net, both, size)
+    return {"originals": {k: a[:len(originals)] for k, a in acts.items()},
+            "copies": {k: a[len(originals):] for k, a in acts.items()}, "families": families}
+
+
+def _turned_activations(net: EmbeddingNet, images: list, size: int) -> dict[int, torch.Tensor]:
+    """Lower activations of ``images`` at each quarter turn the copy head is averaged over, so
+    that ``_copy_vectors`` measures the vectors the engine stores (a model averaged over turns
+    is judged and calibrated averaged, though it trains on single views)."""
+    return {k: view_activations(net, images.__getitem__, len(images), 1, None, size, turn=k)[:, 0]
+            for k in range(0, 4, 4 // net.turns("copy"))}
+
+
+def _copy_vectors(net: EmbeddingNet, acts: dict[int, torch.Tensor]) -> np.ndarray:
+    return embed_turned(net, acts.__getitem__, "copy")
 
 
 def _measure(net, held_acts, held, bench, bundle, recall: float | None = None) -> dict:
@@ -240,11 +253,11 @@ def _measure(net, held_acts, held, bench, bundle, recall: float | None = None) -
     own pairs alone are ones the active model proposed, so it often ranks them perfectly and
     a better model could not show it; against the library's other photos it can. Then the
     built-in benchmark."""
-    emb = embed_activations(net, held_acts, "copy")
+    emb = _copy_vectors(net, held_acts)
     scores, labels = pair_scores(emb, held)
     own_ap = average_precision(scores, labels)
     photos = sorted({i for a, b, _ in held for i in (a, b)})
-    others = embed_activations(net, bench["originals"], "copy")
+    others = _copy_vectors(net, bench["originals"])
     scores = np.concatenate([scores, (emb[photos] @ others.T).ravel()])
     labels = np.concatenate([labels, np.zeros(len(photos) * len(others), int)])
     threshold = bundle.threshold("copy", "near")
@@ -262,8 +275,8 @@ def _measure(net, held_acts, held, bench, bundle, recall: float | None = None) -
 
 def _benchmark_pairs(net: EmbeddingNet, bench: dict) -> tuple[np.ndarray, np.ndarray, dict]:
     """Copy→original scores of the built-in benchmark: positives, negatives, metrics."""
-    db = embed_activations(net, bench["originals"], "copy")
-    queries = embed_activations(net, bench["copies"], "copy")
+    db = _copy_vectors(net, bench["originals"])
+    queries = _copy_vectors(net, bench["copies"])
     sims = queries @ db.T
     pos, neg = np.diag(sims).copy(), sims[~np.eye(len(db), dtype=bool)]
     m = near_duplicate_metrics(queries, np.arange(len(db)), bench["families"], db, np.arange(len(db)))

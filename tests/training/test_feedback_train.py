@@ -147,3 +147,25 @@ def test_the_trainable_network_starts_from_the_active_embedding(mode):
     assert torch.allclose(got, want, atol=1e-5)
     trainable = list(net.heads["copy"].parameters()) if mode == "projection" else list(net.branches["copy"].parameters())
     assert trainable and net.config.heads["semantic"] == bundle.network_config.heads["semantic"]
+
+
+def test_a_model_averaged_over_turns_is_measured_as_the_engine_reads_photos():
+    """Learning from decisions trains on single views, but judges and calibrates the copy
+    vectors the library stores: averaged over quarter turns when the model says so."""
+    import torch
+
+    from engine.embedding import preprocess_images
+    from engine.network import EmbeddingNet, NetworkConfig
+    from training.cached import MEAN, STD
+    from training.feedback_train import _copy_vectors, _turned_activations
+
+    torch.manual_seed(0)
+    net = EmbeddingNet(NetworkConfig(heads={"copy": 16}, branches={"copy": 1}, turns={"copy": 4})).eval()
+    images = [photo(1), photo(2, (160, 220))]
+    acts = _turned_activations(net, images, 64)
+    assert sorted(acts) == [0, 1, 2, 3]
+    with torch.no_grad():
+        engine = net(preprocess_images(images, 64, MEAN, STD), ("copy",))["copy"].numpy()
+    assert np.allclose(_copy_vectors(net, acts), engine, atol=2e-3)
+    net.config.turns = {}
+    assert sorted(_turned_activations(net, images, 64)) == [0]
