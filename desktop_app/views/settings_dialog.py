@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Slot
+from PySide6.QtCore import QSettings, Qt, Slot
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
                                QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox,
                                QVBoxLayout)
@@ -71,8 +71,11 @@ class SettingsDialog(QDialog):
         self.reset_button.clicked.connect(self._on_reset_button_clicked)
         self.model_combo = QComboBox()
         self.model_combo.addItem(DEFAULT_MODEL_LABEL, "")
+        describe = getattr(self.services, "model_description", None)
         for name in self.services.available_models():
             self.model_combo.addItem(name, name)
+            if describe is not None and (text := describe(name)):  # what each model is, e.g. v2 vs v3
+                self.model_combo.setItemData(self.model_combo.count() - 1, text, Qt.ItemDataRole.ToolTipRole)
         self.cache_spin = QSpinBox()
         self.cache_spin.setRange(16, 1_000_000)
         self.cache_spin.setSingleStep(64)

@@ -197,6 +197,12 @@ def test_settings_prefill_round_trip_and_reset(qtbot, services, ini_settings, tm
     assert first["thresholds/similar"] == pytest.approx(calibrated["similar"], abs=1e-3)
     assert first["model/device"] == "auto" and first["thumbnails/max_mb"] == 512
     assert dialog.model_combo.count() == 1 + len(services.available_models())
+    # each model says what it is; the default's copy head is averaged over turns and says what that costs
+    from PySide6.QtCore import Qt
+    tips = {dialog.model_combo.itemData(i): dialog.model_combo.itemData(i, Qt.ItemDataRole.ToolTipRole)
+            for i in range(1, dialog.model_combo.count())}
+    assert "4 passes" in tips["lookalike-angular-v3"] and "passes" not in tips["lookalike-angular-v2"]
+    assert services.model_description("no-such-model") == ""
 
     dialog.folder_edit.setText(str(tmp_path / "elsewhere"))
     dialog.device_combo.setCurrentIndex(dialog.device_combo.findData("cuda"))
