@@ -451,25 +451,20 @@ class Services:
 
     def model_description(self, name: str) -> str:
         """The card's description of bundle ``name``, with what averaging over turns costs ('' when
-        the card is unreadable)."""
-        import json
+        the bundle cannot be read)."""
+        from engine.errors import ModelBundleError
+        from engine.model_bundle import load_bundle
 
-        from engine.model_bundle import BUILTIN_MODELS, CARD
-
-        for folder in (self.library.folder / "models", BUILTIN_MODELS):
-            card = folder / name / CARD
-            if card.is_file():
-                try:
-                    data = json.loads(card.read_text(encoding="utf-8"))
-                    turns = int(((data.get("architecture") or {}).get("turns") or {}).get("copy", 1))
-                except (OSError, ValueError, TypeError, AttributeError):
-                    return ""
-                text = str(data.get("description") or "")
-                if turns > 1:  # what choosing it costs, so v2 vs v3 is an informed choice
-                    text += (f" — {turns} passes of the network per photo for near-duplicates: finds turned "
-                             f"copies, and a first scan on a CPU takes about {turns} times as long")
-                return text
-        return ""
+        try:
+            bundle = load_bundle(name, (self.library.folder / "models",))
+            turns = int(bundle.network_config.turns.get("copy", 1))
+        except (ModelBundleError, KeyError, TypeError, ValueError):
+            return ""
+        text = str(bundle.card.get("description") or "")
+        if turns > 1:  # what choosing it costs, so v2 vs v3 is an informed choice
+            text += (f" — {turns} passes of the network per photo for near-duplicates: finds turned "
+                     f"copies, and a first scan on a CPU takes about {turns} times as long")
+        return text
 
     def activate_model(self, name: str, device: str = "auto") -> Job:
         """Switch the library to another model and re-embed it in the background."""

@@ -42,6 +42,19 @@ from torch import nn
 TURNS = (1, 2, 4)  # subgroups of the quarter turns: none, the half turn, all four
 
 
+def check_turns(turns: dict, heads) -> dict[str, int]:
+    """``turns`` (head → quarter turns averaged) as ints; ValueError naming a head that does
+    not exist or a count that is not a subgroup of the quarter turns."""
+    out = {}
+    for head, n in turns.items():
+        if head not in heads:
+            raise ValueError(f"turns for a head that does not exist: '{head}'")
+        if int(n) not in TURNS:
+            raise ValueError(f"head '{head}' can be averaged over 1, 2 or 4 quarter turns, not {n}")
+        out[head] = int(n)
+    return out
+
+
 class GeM(nn.Module):
     """Generalised-mean pooling (Radenović et al. 2018): (mean x^p)^(1/p) over H×W."""
 
@@ -124,11 +137,7 @@ class EmbeddingNet(nn.Module):
                 raise ValueError(f"fusion of head '{head}' needs a weight between 0 and 1, not {spec}")
             if spec.get("dim") is not None and not 1 <= int(spec["dim"]) <= width:
                 raise ValueError(f"fusion of head '{head}' must project to 1–{width} dimensions")
-        for head, n in config.turns.items():
-            if head not in config.heads:
-                raise ValueError(f"turns for a head that does not exist: '{head}'")
-            if n not in TURNS:
-                raise ValueError(f"head '{head}' can be averaged over 1, 2 or 4 quarter turns, not {n}")
+        check_turns(config.turns, config.heads)
         self.fork = stages - max(config.branches.values(), default=0)  # shared stages
         self.branches = nn.ModuleDict({name: Branch(self.trunk, int(n), self.pool)
                                        for name, n in config.branches.items()})

@@ -41,7 +41,7 @@ from torch import nn
 from engine.decode import read_photo
 from engine.embedding import Embedder
 from engine.model_bundle import load_bundle, save_bundle
-from engine.network import TURNS, EmbeddingNet, NetworkConfig
+from engine.network import EmbeddingNet, NetworkConfig, check_turns
 from engine.progress import ProgressCallback, null_progress
 from training.augment import AugmentConfig, CopyAugment, SupervisedAugment
 from training.cached import embed_activations, pooled_features, view_activations
@@ -342,10 +342,7 @@ def fuse_from(start, recipe: ModelRecipe, dataset: Path, out: Path, work: Path,
 def set_turns(net: EmbeddingNet, recipe: ModelRecipe) -> None:
     """Give ``net`` the recipe's averaging over quarter turns (nothing trains: it is how the
     engine reads a photo, so the calibration that follows measures it)."""
-    for head, n in recipe.turns.items():
-        if head not in net.config.heads or int(n) not in TURNS:
-            raise ValueError(f"recipe turns {head}: {n}: needs an existing head and 1, 2 or 4 turns")
-    net.config.turns = {head: int(n) for head, n in recipe.turns.items()}
+    net.config.turns = check_turns(recipe.turns, net.config.heads)
 
 
 def _description(net: EmbeddingNet) -> str:

@@ -110,3 +110,15 @@ def test_cached_activations_average_as_the_engine_does():
     single = embed_activations(net, acts[0], "copy")
     assert np.allclose(embed_turned(tiny(), acts.__getitem__, "copy"), embed_activations(tiny(), acts[0], "copy"))
     assert not np.allclose(single, got, atol=1e-3)
+
+
+def test_a_recipe_with_bad_turns_is_refused_when_building():
+    from training.build import ModelRecipe, set_turns
+
+    net = tiny()
+    set_turns(net, ModelRecipe(turns={"copy": "4"}))
+    assert net.config.turns == {"copy": 4}
+    with pytest.raises(ValueError, match="1, 2 or 4"):
+        set_turns(net, ModelRecipe(turns={"copy": 3}))
+    with pytest.raises(ValueError, match="'colour'"):
+        set_turns(net, ModelRecipe(turns={"colour": 4}))
