@@ -46,7 +46,7 @@ from engine.library import QUERY_EXPANSION  # noqa: E402
 from engine.model_bundle import load_bundle  # noqa: E402
 from training.baselines import HashEmbedder  # noqa: E402
 from training.build import ModelRecipe, copy_views, semantic_features, training_folders  # noqa: E402
-from training.cached import embed_activations, pooled_features, view_activations  # noqa: E402
+from training.cached import average_turns, embed_activations, pooled_features, view_activations  # noqa: E402
 from training.cached_train import StageConfig, train_copy_branch, train_projection, whitening_init  # noqa: E402
 from training.calibrate import sample_images  # noqa: E402
 from training.evaluate import (EvalConfig, _near_duplicate_sets, class_retrieval_metrics,  # noqa: E402
@@ -102,10 +102,8 @@ class TestSet:
     def embed(self, fn, part: str) -> np.ndarray:
         """``fn`` (activations → vectors) over ``part`` ("db", "queries" or "all" test photos),
         averaged over ``fn.turns`` quarter turns when it has them, as the engine does."""
-        n = getattr(fn, "turns", 1)
         pick = {"db": lambda t: t[0][self.db_rows], "queries": lambda t: t[1], "all": lambda t: t[0]}[part]
-        total = sum(fn(pick(self.turned(k))) for k in range(0, 4, 4 // n))
-        return total if n == 1 else total / np.linalg.norm(total, axis=1, keepdims=True)
+        return average_turns(lambda k: fn(pick(self.turned(k))), getattr(fn, "turns", 1))
 
     def near(self, embed) -> dict:
         db, q = self.embed(embed, "db"), self.embed(embed, "queries")

@@ -457,7 +457,7 @@ class Services:
 
         try:
             bundle = load_bundle(name, (self.library.folder / "models",))
-            turns = int(bundle.network_config.turns.get("copy", 1))
+            turns = bundle.network_config.head_turns("copy")
         except (ModelBundleError, KeyError, TypeError, ValueError):
             return ""
         text = str(bundle.card.get("description") or "")

@@ -73,12 +73,12 @@ class ModelBundle:
         no trunk branch of their own all compute the same vector (the shared trunk's pooled,
         normalised feature: both heads of the pretrained default), so the library stores and
         indexes it once, under the first of them."""
-        arch = self.card["architecture"]
+        arch, config = self.card["architecture"], self.network_config
 
         def plain(name: str) -> bool:
             return name in arch["heads"] and arch["heads"][name] is None \
                 and name not in (arch.get("branches") or {}) and name not in (arch.get("fuse") or {}) \
-                and int((arch.get("turns") or {}).get(name, 1)) == 1
+                and config.head_turns(name) == 1
 
         return next((h for h in self.heads if plain(h)), head) if plain(head) else head
 

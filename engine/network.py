@@ -93,6 +93,10 @@ class NetworkConfig:
             raise ValueError(f"the length of head '{head}' depends on the trunk's feature size")
         return sum(int(d or width) for d in parts)
 
+    def head_turns(self, head: str) -> int:
+        """How many quarter turns of a photo ``head``'s vector is averaged over (1: none)."""
+        return int((self.turns or {}).get(head, 1))
+
     @classmethod
     def from_dict(cls, data: dict) -> "NetworkConfig":
         known = {k: data[k] for k in ("trunk", "gem_p", "learn_gem_p", "heads", "branches", "fuse", "turns")
@@ -218,4 +222,4 @@ class EmbeddingNet(nn.Module):
 
     def turns(self, head: str) -> int:
         """How many quarter turns of a photo ``head``'s vector is averaged over (1: none)."""
-        return int(self.config.turns.get(head, 1))
+        return self.config.head_turns(head)

@@ -99,13 +99,20 @@ def embed_activations(net: EmbeddingNet, acts: torch.Tensor, head: str, batch: i
     return torch.cat(parts).numpy().astype(np.float32, copy=False)
 
 
+def average_turns(vectors: Callable[[int], np.ndarray], turns: int) -> np.ndarray:
+    """The normalised mean of ``vectors(k)`` over the ``turns`` quarter turns ``k`` that
+    ``EmbeddingNet.forward`` averages a head over (1: ``vectors(0)`` as it is)."""
+    if turns == 1:
+        return vectors(0)
+    total = sum(vectors(k) for k in range(0, 4, 4 // turns))
+    return total / np.linalg.norm(total, axis=1, keepdims=True)
+
+
 def embed_turned(net: EmbeddingNet, turned: Callable[[int], torch.Tensor], head: str) -> np.ndarray:
     """``head``'s vectors as the engine reads photos: averaged over the quarter turns the head
     is averaged over (``net.turns(head)``); ``turned(k)`` gives the lower activations of the
     photos turned by ``k`` quarter turns (``view_activations(..., turn=k)``)."""
-    n = net.turns(head)
-    total = sum(embed_activations(net, turned(k), head) for k in range(0, 4, 4 // n))
-    return total if n == 1 else total / np.linalg.norm(total, axis=1, keepdims=True)
+    return average_turns(lambda k: embed_activations(net, turned(k), head), net.turns(head))
 
 
 @torch.no_grad()  # not inference_mode: a projection head trains on these tensors

@@ -71,10 +71,9 @@ class SettingsDialog(QDialog):
         self.reset_button.clicked.connect(self._on_reset_button_clicked)
         self.model_combo = QComboBox()
         self.model_combo.addItem(DEFAULT_MODEL_LABEL, "")
-        describe = getattr(self.services, "model_description", None)
         for name in self.services.available_models():
             self.model_combo.addItem(name, name)
-            if describe is not None and (text := describe(name)):  # what each model is, e.g. v2 vs v3
+            if text := self.services.model_description(name):  # what each model is, e.g. v2 vs v3
                 self.model_combo.setItemData(self.model_combo.count() - 1, text, Qt.ItemDataRole.ToolTipRole)
         self.cache_spin = QSpinBox()
         self.cache_spin.setRange(16, 1_000_000)
